@@ -1,0 +1,57 @@
+//! edgeinfer's gRPC API: the code generated from `proto/` and the pieces every crate shares.
+//!
+//! # Layout
+//!
+//! - [`v1`]: the native API, package `edgeinfer.v1` (`Inference`, `EdgeAdmin`).
+//! - [`inference`]: the Open Inference Protocol v2, package `inference`
+//!   (`GRPCInferenceService`), with the public field numbers.
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of every file under `proto/`, served by
+//!   reflection so that grpcurl and other tools need no `.proto` files.
+//! - [`oip`]: helpers for Open Inference Protocol parameters.
+//!
+//! This crate knows nothing of models, links or routing: it is the contract between them and
+//! the outside world.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+/// The native API, package `edgeinfer.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("edgeinfer.v1");
+
+    impl Reason {
+        /// True for the reasons where the edge answered although it wanted the cloud.
+        pub fn is_fallback(self) -> bool {
+            matches!(
+                self,
+                Reason::CloudUnavailable
+                    | Reason::CloudTimeout
+                    | Reason::CircuitOpen
+                    | Reason::BudgetTooSmall
+            )
+        }
+    }
+}
+
+/// The Open Inference Protocol v2, package `inference`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod inference {
+    tonic::include_proto!("inference");
+}
+
+pub mod oip;
+
+/// Encoded `FileDescriptorSet` of every file under `proto/`, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/edgeinfer_descriptor.bin"));
+
+/// Fully qualified names of the gRPC services defined here, as health checks and reflection
+/// name them.
+pub mod service_names {
+    /// The native inference service.
+    pub const INFERENCE: &str = "edgeinfer.v1.Inference";
+    /// The edge administration service.
+    pub const EDGE_ADMIN: &str = "edgeinfer.v1.EdgeAdmin";
+    /// The Open Inference Protocol service.
+    pub const OIP: &str = "inference.GRPCInferenceService";
+}
