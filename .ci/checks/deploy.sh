@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Deploy check, run by .ci/run after the cargo tests, on this machine's Docker engine:
-#   1. the Kubernetes manifests validate (kubernetes-validate, offline, strict) and the compose
-#      file parses with the compose tool that answers here;
+#   1. the public Dockerfile lints (hadolint), the Kubernetes manifests validate
+#      (kubernetes-validate, offline, strict) and the compose file parses with the compose tool
+#      that answers here;
 #   2. the images build with no registry (deploy/build-offline-images.sh);
 #   3. the compose demo runs for real: both services healthy; EDGE and CLOUD answers through the
 #      edge's published port; cloud stopped, then cut off the network: every request still
@@ -29,10 +30,14 @@ fail() {
 }
 
 # === 1. static checks ==========================================================================
-say "kubernetes manifests (kubernetes-validate, strict, offline schemas)"
 venv=$work/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r deploy/k8s/requirements.txt
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r deploy/ci/requirements.txt
+
+say "hadolint deploy/Dockerfile (it needs a registry to build, so it is linted here)"
+"$venv/bin/hadolint" deploy/Dockerfile
+
+say "kubernetes manifests (kubernetes-validate, strict, offline schemas)"
 manifests=()
 for f in deploy/k8s/*.yaml; do
     [ "$(basename "$f")" = kustomization.yaml ] || manifests+=("$f")
