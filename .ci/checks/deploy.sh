@@ -212,7 +212,7 @@ replica_counts() {
     for i in 1 2 3; do
         port=$(compose port --index="$i" cloud 9092)
         curl -fsS --max-time 5 "http://$port/metrics" |
-            awk -v re="${CLOUD_REQUESTS_METRIC:-^edgeinfer_requests_total}" \
+            awk -v re="${CLOUD_REQUESTS_METRIC:-^[a-z_]*requests_total[{ ]}" \
                 '$0 ~ re { n += $NF } END { printf "%d ", n }'
     done
 }
