@@ -3,6 +3,42 @@
 //! retransmission, handover interruptions and Mahimahi trace replay; deterministic for a seed,
 //! on tokio time, and usable as a tower layer on a gRPC client channel.
 //!
+//! # Layout
+//!
+//! - [`profile`]: [`LinkProfile`], the parameters as data, read from TOML or JSON and validated.
+//! - [`builtin`]: the built-in profiles (`ideal`, `urllc`, `embb-mmwave`, `embb-midband`, `lte`,
+//!   `cell-edge`, `offline`), the figures they target and how they were calibrated.
+//! - [`sim`]: [`Simulator`], the pure core in simulated time: what happens to one message.
+//! - `delay`, `loss`, `handover`, [`trace`]: the random processes and the trace replay it uses.
+//! - [`link`]: [`Link`], the simulator on tokio time, shared by concurrent senders, with live
+//!   [`LinkStats`].
+//! - [`layer`]: [`LinkLayer`], the link as tower middleware on a tonic client channel.
+//! - [`sample`](mod@sample): what `edgeinfer link sample` reports, simulated at once.
+//!
 //! Invariant: this crate knows nothing of models, MNIST or the edgeinfer API; it sees messages
-//! only as sizes in bytes.
+//! only as sizes in bytes. It never reads the wall clock: only tokio time (so tests run on the
+//! paused clock) or simulated time.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod builtin;
+mod delay;
+mod handover;
+pub mod layer;
+pub mod link;
+mod loss;
+pub mod profile;
+pub mod sample;
+pub mod sim;
+pub mod trace;
+
+pub use builtin::{Builtin, Targets, builtins};
+pub use layer::{LinkLayer, LinkService, Transit};
+pub use link::{DirectionStats, Link, LinkStats, Lost};
+pub use loss::message_loss_rate;
+pub use profile::{
+    DelayProfile, DirectionProfile, HandoverProfile, LinkProfile, LossProfile, ProfileError,
+};
+pub use sample::{SampleReport, sample};
+pub use sim::{Delivery, Direction, Outcome, Simulator};
+pub use trace::Trace;
