@@ -1,0 +1,268 @@
+//! The `Classifier` interface the servers use, and [`Model`], its implementation over candle.
+//!
+//! A classifier is its metadata plus a batch-in, probabilities-out function. The servers call it
+//! from their own worker threads and get their parallelism from concurrent batches, so every
+//! forward pass here runs on the calling thread alone (see [`crate::threading`]).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{Device, Module, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::files::{self, ModelFile, ModelFormat, Weights};
+use crate::nets::{self, Architecture, QuantizedMlp};
+use crate::{ModelError, ModelMetadata, threading};
+
+/// A model the servers can run: what it is, and probabilities for a batch of inputs.
+pub trait Classifier: Send + Sync + 'static {
+    fn metadata(&self) -> &ModelMetadata;
+
+    /// `inputs`: `batch * input_len` floats in [0,1], row-major. Returns `batch * labels.len()`
+    /// calibrated (temperature-scaled) softmax probabilities, row-major.
+    fn classify(&self, inputs: &[f32], batch: usize) -> Result<Vec<f32>, ModelError>;
+}
+
+/// Loads a model file, choosing the format by extension (`.safetensors`, `.gguf`).
+pub fn load_classifier(path: &Path) -> Result<Arc<dyn Classifier>, ModelError> {
+    Ok(Arc::new(Model::load(path)?))
+}
+
+/// Loads a model from untrusted bytes: the entry point for uploads and fuzz targets. Never
+/// panics on bad input; every problem is a [`ModelError`].
+pub fn load_classifier_bytes(
+    bytes: &[u8],
+    format: ModelFormat,
+) -> Result<Arc<dyn Classifier>, ModelError> {
+    Ok(Arc::new(Model::from_bytes(bytes, format)?))
+}
+
+/// A loaded network with its metadata.
+pub struct Model {
+    metadata: ModelMetadata,
+    architecture: Architecture,
+    /// The forward pass, from flat inputs to logits.
+    net: Box<dyn Module + Send + Sync>,
+    /// The parameters as loaded, kept for saving and quantizing.
+    params: Params,
+}
+
+/// A model's parameters in [`Architecture::params`] order.
+enum Params {
+    F32(Vec<(String, Tensor)>),
+    /// Weights q8_0 / q4_0, biases f32, shared with the network's `QMatMul`s.
+    Quantized(Vec<(String, Arc<QTensor>)>),
+}
+
+// === impl Model ===
+
+impl Model {
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let format = ModelFormat::from_path(path)?;
+        let bytes = files::read_file(path)?;
+        Self::from_bytes(&bytes, format)
+    }
+
+    pub fn from_bytes(bytes: &[u8], format: ModelFormat) -> Result<Self, ModelError> {
+        let ModelFile {
+            metadata,
+            architecture,
+            weights,
+        } = files::parse(bytes, format)?;
+        match weights {
+            Weights::F32(params) => Self::from_f32(metadata, params),
+            Weights::Quantized(q) => {
+                let q: Vec<(String, Arc<QTensor>)> =
+                    q.into_iter().map(|(n, t)| (n, Arc::new(t))).collect();
+                let [(_, w1), (_, b1), (_, w2), (_, b2)] = &q[..] else {
+                    unreachable!("parse_gguf returns the four parameters of the MLP");
+                };
+                let dev = Device::Cpu;
+                let net = QuantizedMlp::new(
+                    w1.clone(),
+                    b1.dequantize(&dev)?,
+                    w2.clone(),
+                    b2.dequantize(&dev)?,
+                )?;
+                Ok(Self {
+                    metadata,
+                    architecture,
+                    net: Box::new(net),
+                    params: Params::Quantized(q),
+                })
+            }
+        }
+    }
+
+    /// A model from f32 parameters in [`Architecture::params`] order (checked here).
+    pub fn from_f32(
+        metadata: ModelMetadata,
+        params: Vec<(String, Tensor)>,
+    ) -> Result<Self, ModelError> {
+        metadata.validate()?;
+        let architecture = Architecture::from_id(&metadata.architecture)?;
+        let expected = architecture.params();
+        for (name, shape) in &expected {
+            let t = params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t)
+                .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+            if t.dims() != shape.as_slice() {
+                return Err(ModelError::TensorShape {
+                    name: name.to_string(),
+                    expected: shape.clone(),
+                    actual: t.dims().to_vec(),
+                });
+            }
+        }
+        let map = params.iter().cloned().collect();
+        let vb = VarBuilder::from_tensors(map, candle_core::DType::F32, &Device::Cpu);
+        let net = nets::build(architecture, vb)?;
+        Ok(Self {
+            metadata,
+            architecture,
+            net: Box::new(NetModule(net)),
+            params: Params::F32(params),
+        })
+    }
+
+    pub fn architecture(&self) -> Architecture {
+        self.architecture
+    }
+
+    /// Sets the metadata (a new temperature or accuracy); the architecture must not change.
+    pub fn set_metadata(&mut self, metadata: ModelMetadata) -> Result<(), ModelError> {
+        metadata.validate()?;
+        if metadata.architecture != self.metadata.architecture {
+            return Err(ModelError::InvalidMetadata {
+                key: "edgeinfer.architecture".into(),
+                detail: format!(
+                    "cannot change {} to {}",
+                    self.metadata.architecture, metadata.architecture
+                ),
+            });
+        }
+        self.metadata = metadata;
+        Ok(())
+    }
+
+    /// Raw outputs (before softmax and temperature) for `batch` inputs, row-major.
+    pub fn logits(&self, inputs: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
+        let input_len = self.metadata.input_len();
+        if batch == 0 {
+            return Err(ModelError::Input("batch size is 0".into()));
+        }
+        if inputs.len() != batch * input_len {
+            return Err(ModelError::Input(format!(
+                "{} floats for a batch of {batch}, expected {} ({batch} x {input_len})",
+                inputs.len(),
+                batch * input_len
+            )));
+        }
+        threading::single_threaded(|| {
+            let xs = Tensor::from_slice(inputs, (batch, input_len), &Device::Cpu)?;
+            let logits = self.net.forward(&xs)?;
+            Ok(logits.flatten_all()?.to_vec1::<f32>()?)
+        })
+    }
+
+    /// Saves to `path`: an f32 model as `.safetensors`, a quantized one as `.gguf`.
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        match (&self.params, ModelFormat::from_path(path)?) {
+            (Params::F32(p), ModelFormat::Safetensors) => {
+                files::save_safetensors(path, &self.metadata, p)
+            }
+            (Params::Quantized(q), ModelFormat::Gguf) => files::save_gguf(path, &self.metadata, q),
+            (Params::F32(_), ModelFormat::Gguf) => Err(ModelError::Unsupported(format!(
+                "{}: an f32 model is saved as .safetensors (quantize it for .gguf)",
+                path.display()
+            ))),
+            (Params::Quantized(_), ModelFormat::Safetensors) => Err(ModelError::Unsupported(
+                format!("{}: a quantized model is saved as .gguf", path.display()),
+            )),
+        }
+    }
+
+    /// This f32 model quantized to `quantization` (`q8_0`, `q4_0`), metadata carried over
+    /// (callers re-measure accuracy and temperature). Only the MLP is quantized: its layers are
+    /// block-aligned, the CNN's 5x5 kernels are not.
+    pub fn quantize(&self, quantization: &str) -> Result<Model, ModelError> {
+        nets::ggml_dtype(quantization)?;
+        if self.architecture != Architecture::EdgeMlp {
+            return Err(ModelError::Unsupported(format!(
+                "quantizing {}: only {} ({}) is quantized",
+                self.metadata.architecture,
+                Architecture::EdgeMlp.model_name(),
+                Architecture::EdgeMlp.id()
+            )));
+        }
+        let Params::F32(params) = &self.params else {
+            return Err(ModelError::Unsupported(
+                "quantizing an already quantized model".into(),
+            ));
+        };
+        let mut metadata = self.metadata.clone();
+        metadata.quantization = quantization.to_string();
+        // Through the file bytes, so the result is exactly what loading the written file gives.
+        let q = files::quantize_tensors(&metadata, params)?;
+        let q: Vec<_> = q.into_iter().map(|(n, t)| (n, Arc::new(t))).collect();
+        Model::from_bytes(&files::gguf_bytes(&metadata, &q)?, ModelFormat::Gguf)
+    }
+}
+
+impl Classifier for Model {
+    fn metadata(&self) -> &ModelMetadata {
+        &self.metadata
+    }
+
+    fn classify(&self, inputs: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
+        let mut out = self.logits(inputs, batch)?;
+        let n = self.metadata.labels.len();
+        for row in out.chunks_mut(n) {
+            softmax_in_place(row, self.metadata.temperature);
+        }
+        Ok(out)
+    }
+}
+
+/// Adapts a boxed [`nets::Net`] to `Module` for inference.
+struct NetModule(Box<dyn nets::Net>);
+
+impl Module for NetModule {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.forward_t(xs, None)
+    }
+}
+
+/// `softmax(row / temperature)`, numerically stable, in place.
+pub fn softmax_in_place(row: &mut [f32], temperature: f32) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = ((*v - max) / temperature).exp();
+        sum += *v;
+    }
+    for v in row.iter_mut() {
+        *v /= sum;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_with_temperature() {
+        let mut a = [1.0f32, 2.0, 3.0];
+        softmax_in_place(&mut a, 1.0);
+        assert!((a.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        let mut b = [1.0f32, 2.0, 3.0];
+        softmax_in_place(&mut b, 2.0);
+        assert!(b[2] < a[2], "a higher temperature flattens");
+        let mut c = [1000.0f32, 0.0];
+        softmax_in_place(&mut c, 1.0);
+        assert!(c[0].is_finite() && c[0] > 0.999);
+    }
+}

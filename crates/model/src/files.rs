@@ -1,0 +1,504 @@
+//! Model files: f32 `.safetensors` and quantized `.gguf`, each carrying [`ModelMetadata`].
+//!
+//! Reading works on bytes already in memory (the files are small), so the same code serves a
+//! path, an upload and a fuzz target. Every check that can name a problem does so before the
+//! tensors reach candle: truncation (with the sizes), missing or unexpected tensors, shapes,
+//! dtypes, and the metadata rules of [`crate::metadata`].
+//!
+//! Writing is byte-for-byte deterministic (fixed tensor and key order), so the same training
+//! seed gives the same file.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::Path;
+
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::{DType, Device, Tensor};
+
+use crate::metadata::KEY_PREFIX;
+use crate::nets::{self, Architecture};
+use crate::{ModelError, ModelMetadata};
+
+/// The two model file formats, told apart by extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// f32 tensors in safetensors, metadata in `__metadata__`.
+    Safetensors,
+    /// GGUF with q8_0 / q4_0 weights and f32 biases, metadata as GGUF keys.
+    Gguf,
+}
+
+// === impl ModelFormat ===
+
+impl ModelFormat {
+    pub fn from_path(path: &Path) -> Result<Self, ModelError> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => Ok(Self::Safetensors),
+            Some("gguf") => Ok(Self::Gguf),
+            _ => Err(ModelError::UnknownExtension {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Safetensors => "safetensors",
+            Self::Gguf => "gguf",
+        }
+    }
+}
+
+/// The tensors of a model file, checked against its architecture, before they become a network.
+pub(crate) enum Weights {
+    /// Every parameter in f32, in [`Architecture::params`] order.
+    F32(Vec<(String, Tensor)>),
+    /// Every parameter as a `QTensor` (weights quantized, biases f32), in params order.
+    Quantized(Vec<(String, QTensor)>),
+}
+
+/// A parsed and checked model file.
+pub(crate) struct ModelFile {
+    pub metadata: ModelMetadata,
+    pub architecture: Architecture,
+    pub weights: Weights,
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
+    std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    std::fs::write(path, bytes).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Parses and checks a model file held in memory.
+pub(crate) fn parse(bytes: &[u8], format: ModelFormat) -> Result<ModelFile, ModelError> {
+    match format {
+        ModelFormat::Safetensors => parse_safetensors(bytes),
+        ModelFormat::Gguf => parse_gguf(bytes),
+    }
+}
+
+/// Checks the metadata against the architecture it names and returns that architecture.
+fn check_metadata(m: &ModelMetadata, format: ModelFormat) -> Result<Architecture, ModelError> {
+    let arch = Architecture::from_id(&m.architecture)?;
+    let invalid = |key: &str, detail: String| ModelError::InvalidMetadata {
+        key: format!("{KEY_PREFIX}{key}"),
+        detail,
+    };
+    if m.input_shape != arch.input_shape() {
+        return Err(invalid(
+            "input_shape",
+            format!(
+                "{:?}, but {} takes {:?}",
+                m.input_shape,
+                arch.id(),
+                arch.input_shape()
+            ),
+        ));
+    }
+    if m.labels.len() != arch.num_classes() {
+        return Err(invalid(
+            "labels",
+            format!(
+                "{} labels, but {} has {} outputs",
+                m.labels.len(),
+                arch.id(),
+                arch.num_classes()
+            ),
+        ));
+    }
+    let quantized = m.quantization != "f32";
+    if quantized != (format == ModelFormat::Gguf) {
+        return Err(invalid(
+            "quantization",
+            format!(
+                "{:?} in a {} file (safetensors holds f32, gguf holds q8_0 / q4_0)",
+                m.quantization,
+                format.name()
+            ),
+        ));
+    }
+    Ok(arch)
+}
+
+/// Refuses tensors the architecture does not have.
+fn check_no_extra<S: AsRef<str>>(
+    names: impl IntoIterator<Item = S>,
+    arch: Architecture,
+) -> Result<(), ModelError> {
+    let params = arch.params();
+    let mut extra: Vec<String> = names
+        .into_iter()
+        .map(|n| n.as_ref().to_string())
+        .filter(|n| !params.iter().any(|(p, _)| p == n))
+        .collect();
+    extra.sort();
+    match extra.first() {
+        Some(name) => Err(ModelError::UnexpectedTensor {
+            name: name.to_string(),
+            architecture: arch.id().to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_shape(name: &str, expected: &[usize], actual: &[usize]) -> Result<(), ModelError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(ModelError::TensorShape {
+            name: name.to_string(),
+            expected: expected.to_vec(),
+            actual: actual.to_vec(),
+        })
+    }
+}
+
+// === safetensors ===
+
+fn parse_safetensors(bytes: &[u8]) -> Result<ModelFile, ModelError> {
+    const FORMAT: &str = "safetensors";
+    let truncated = |detail: String| ModelError::Truncated {
+        format: FORMAT,
+        detail,
+    };
+    // Size checks first, so that a cut-short file says so rather than "invalid offset".
+    let Some(len_bytes) = bytes.first_chunk::<8>() else {
+        return Err(truncated(format!(
+            "{} bytes, shorter than the 8-byte header length",
+            bytes.len()
+        )));
+    };
+    let header_len = u64::from_le_bytes(*len_bytes);
+    let header_end = 8u64.saturating_add(header_len);
+    if header_end > bytes.len() as u64 {
+        return Err(truncated(format!(
+            "the header declares {header_len} bytes, the file has {} after the length",
+            bytes.len() - 8
+        )));
+    }
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| match e {
+        // The declared data does not end where the file does: report by how much.
+        safetensors::SafeTensorError::MetadataIncompleteBuffer => {
+            data_extent_error(bytes, header_end as usize)
+        }
+        e => ModelError::Format {
+            format: FORMAT,
+            detail: e.to_string(),
+        },
+    })?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| ModelError::Format {
+        format: FORMAT,
+        detail: e.to_string(),
+    })?;
+    let empty = HashMap::new();
+    let pairs = meta.metadata().as_ref().unwrap_or(&empty);
+    let metadata =
+        ModelMetadata::from_string_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let architecture = check_metadata(&metadata, ModelFormat::Safetensors)?;
+    let names = st.names();
+    check_no_extra(names, architecture)?;
+    let mut weights = Vec::new();
+    for (name, shape) in architecture.params() {
+        let view = st
+            .tensor(name)
+            .map_err(|_| ModelError::MissingTensor(name.to_string()))?;
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(ModelError::TensorDtype {
+                name: name.to_string(),
+                expected: "F32".into(),
+                actual: format!("{:?}", view.dtype()),
+            });
+        }
+        check_shape(name, &shape, view.shape())?;
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(ModelError::Format {
+                format: FORMAT,
+                detail: format!("tensor {name} holds a non-finite value at index {i}"),
+            });
+        }
+        weights.push((
+            name.to_string(),
+            Tensor::from_vec(values, shape, &Device::Cpu)?,
+        ));
+    }
+    Ok(ModelFile {
+        metadata,
+        architecture,
+        weights: Weights::F32(weights),
+    })
+}
+
+/// Explains a safetensors file whose tensor data does not end at the end of the file.
+fn data_extent_error(bytes: &[u8], header_end: usize) -> ModelError {
+    let header: Result<serde_json::Value, _> = serde_json::from_slice(&bytes[8..header_end]);
+    let data_end = header.ok().and_then(|h| {
+        h.as_object()?
+            .iter()
+            .filter(|(k, _)| *k != "__metadata__")
+            .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+            .max()
+    });
+    let have = (bytes.len() - header_end) as u64;
+    match data_end {
+        Some(want) if want > have => ModelError::Truncated {
+            format: "safetensors",
+            detail: format!("the tensors need {want} bytes of data, the file holds {have}"),
+        },
+        Some(want) => ModelError::Format {
+            format: "safetensors",
+            detail: format!("{} bytes of trailing data after the tensors", have - want),
+        },
+        None => ModelError::Format {
+            format: "safetensors",
+            detail: "tensor data does not cover the file".into(),
+        },
+    }
+}
+
+/// Writes f32 tensors and metadata as safetensors. The header is built by hand, keys in a fixed
+/// order, because the `safetensors` crate writes metadata from a `HashMap` in random order.
+pub(crate) fn safetensors_bytes(
+    metadata: &ModelMetadata,
+    tensors: &[(String, Tensor)],
+) -> Result<Vec<u8>, ModelError> {
+    let json = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    let meta: Vec<String> = metadata
+        .to_string_pairs()
+        .iter()
+        .map(|(k, v)| format!("{}:{}", json(k), json(v)))
+        .collect();
+    let mut entries = vec![format!("\"__metadata__\":{{{}}}", meta.join(","))];
+    let mut data = Vec::new();
+    for (name, t) in tensors {
+        let values = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let start = data.len();
+        for v in values {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        entries.push(format!(
+            "{}:{{\"dtype\":\"F32\",\"shape\":{},\"data_offsets\":[{start},{}]}}",
+            json(name),
+            serde_json::to_string(t.dims()).expect("dims serialize"),
+            data.len()
+        ));
+    }
+    let mut header = format!("{{{}}}", entries.join(",")).into_bytes();
+    // The format asks for the data to start 8-byte aligned; pad the header with spaces.
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + data.len());
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&data);
+    Ok(out)
+}
+
+/// Saves an f32 model (tensors in [`Architecture::params`] order) as `.safetensors`.
+pub fn save_safetensors(
+    path: &Path,
+    metadata: &ModelMetadata,
+    tensors: &[(String, Tensor)],
+) -> Result<(), ModelError> {
+    metadata.validate()?;
+    write_file(path, &safetensors_bytes(metadata, tensors)?)
+}
+
+// === gguf ===
+
+fn parse_gguf(bytes: &[u8]) -> Result<ModelFile, ModelError> {
+    const FORMAT: &str = "gguf";
+    let mut cursor = Cursor::new(bytes);
+    let content = gguf_file::Content::read(&mut cursor).map_err(|e| gguf_error(e, bytes.len()))?;
+    let pairs: Vec<(String, String)> = content
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with(KEY_PREFIX))
+        .map(|(k, v)| Ok((k.clone(), gguf_value_text(k, v)?)))
+        .collect::<Result<_, ModelError>>()?;
+    let metadata =
+        ModelMetadata::from_string_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let architecture = check_metadata(&metadata, ModelFormat::Gguf)?;
+    if architecture != Architecture::EdgeMlp {
+        return Err(ModelError::Unsupported(format!(
+            "quantized {} models (only {} is quantized)",
+            architecture.id(),
+            Architecture::EdgeMlp.id()
+        )));
+    }
+    check_no_extra(content.tensor_infos.keys(), architecture)?;
+    let qdtype = nets::ggml_dtype(&metadata.quantization)?;
+    let mut weights = Vec::new();
+    for (name, shape) in architecture.params() {
+        let info = content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        check_shape(name, &shape, info.shape.dims())?;
+        let expected = if name.ends_with(".bias") {
+            GgmlDType::F32
+        } else {
+            qdtype
+        };
+        if info.ggml_dtype != expected {
+            return Err(ModelError::TensorDtype {
+                name: name.to_string(),
+                expected: format!("{expected:?}"),
+                actual: format!("{:?}", info.ggml_dtype),
+            });
+        }
+        let n_bytes = info.shape.elem_count() / expected.block_size() * expected.type_size();
+        let end = content
+            .tensor_data_offset
+            .saturating_add(info.offset)
+            .saturating_add(n_bytes as u64);
+        if end > bytes.len() as u64 {
+            return Err(ModelError::Truncated {
+                format: FORMAT,
+                detail: format!(
+                    "tensor {name} needs bytes up to {end}, the file has {}",
+                    bytes.len()
+                ),
+            });
+        }
+        let t = info
+            .read(&mut cursor, content.tensor_data_offset, &Device::Cpu)
+            .map_err(|e| ModelError::Format {
+                format: FORMAT,
+                detail: format!("tensor {name}: {e}"),
+            })?;
+        weights.push((name.to_string(), t));
+    }
+    Ok(ModelFile {
+        metadata,
+        architecture,
+        weights: Weights::Quantized(weights),
+    })
+}
+
+/// Classifies a GGUF header error: running out of bytes is truncation, anything else is format.
+fn gguf_error(e: candle_core::Error, len: usize) -> ModelError {
+    let text = e.to_string();
+    let eof = matches!(&e, candle_core::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
+        || text.contains("remaining")
+        || text.contains("failed to fill whole buffer");
+    if eof {
+        ModelError::Truncated {
+            format: "gguf",
+            detail: format!("the header does not fit in the file's {len} bytes ({text})"),
+        }
+    } else {
+        ModelError::Format {
+            format: "gguf",
+            detail: text,
+        }
+    }
+}
+
+/// A GGUF metadata value in the string form of [`ModelMetadata::from_string_pairs`].
+fn gguf_value_text(key: &str, v: &gguf_file::Value) -> Result<String, ModelError> {
+    use gguf_file::Value as V;
+    let wrong = || ModelError::InvalidMetadata {
+        key: key.to_string(),
+        detail: format!("unexpected GGUF value type {:?}", v.value_type()),
+    };
+    Ok(match v {
+        V::String(s) => s.clone(),
+        V::F32(x) => x.to_string(),
+        V::F64(x) => x.to_string(),
+        V::U32(x) => x.to_string(),
+        V::U64(x) => x.to_string(),
+        V::Array(items) => {
+            let texts = items
+                .iter()
+                .map(|item| match item {
+                    V::U32(x) => Ok(serde_json::json!(x)),
+                    V::U64(x) => Ok(serde_json::json!(x)),
+                    V::String(s) => Ok(serde_json::json!(s)),
+                    _ => Err(wrong()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            serde_json::Value::Array(texts).to_string()
+        }
+        _ => return Err(wrong()),
+    })
+}
+
+/// The metadata as typed GGUF values, in [`crate::metadata::KEYS`] order.
+fn gguf_metadata(m: &ModelMetadata) -> Vec<(String, gguf_file::Value)> {
+    use gguf_file::Value as V;
+    let values = [
+        V::String(m.name.clone()),
+        V::String(m.version.clone()),
+        V::String(m.task.clone()),
+        V::String(m.architecture.clone()),
+        V::Array(m.input_shape.iter().map(|&d| V::U32(d as u32)).collect()),
+        V::Array(m.labels.iter().map(|l| V::String(l.clone())).collect()),
+        V::F32(m.temperature),
+        V::F64(m.test_accuracy),
+        V::String(m.quantization.clone()),
+    ];
+    crate::metadata::KEYS
+        .iter()
+        .zip(values)
+        .map(|(k, v)| (format!("{KEY_PREFIX}{k}"), v))
+        .collect()
+}
+
+/// Quantizes f32 tensors for `metadata.quantization`: weights to q8_0 / q4_0, biases kept f32.
+pub(crate) fn quantize_tensors(
+    metadata: &ModelMetadata,
+    tensors: &[(String, Tensor)],
+) -> Result<Vec<(String, QTensor)>, ModelError> {
+    let qdtype = nets::ggml_dtype(&metadata.quantization)?;
+    tensors
+        .iter()
+        .map(|(name, t)| {
+            let dtype = if name.ends_with(".bias") {
+                GgmlDType::F32
+            } else {
+                qdtype
+            };
+            Ok((name.clone(), QTensor::quantize(t, dtype)?))
+        })
+        .collect()
+}
+
+/// The GGUF bytes of quantized tensors (in params order) and metadata.
+pub(crate) fn gguf_bytes(
+    metadata: &ModelMetadata,
+    tensors: &[(String, std::sync::Arc<QTensor>)],
+) -> Result<Vec<u8>, ModelError> {
+    metadata.validate()?;
+    let meta = gguf_metadata(metadata);
+    let meta_refs: Vec<(&str, &gguf_file::Value)> =
+        meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.as_ref()))
+        .collect();
+    let mut out = Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &meta_refs, &tensor_refs)?;
+    Ok(out.into_inner())
+}
+
+/// Saves a quantized model as `.gguf`.
+pub fn save_gguf(
+    path: &Path,
+    metadata: &ModelMetadata,
+    tensors: &[(String, std::sync::Arc<QTensor>)],
+) -> Result<(), ModelError> {
+    write_file(path, &gguf_bytes(metadata, tensors)?)
+}
