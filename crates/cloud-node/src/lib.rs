@@ -1,6 +1,122 @@
 //! The cloud node: serves the larger full-precision model behind the edge, with the same native
-//! and Open Inference Protocol services.
+//! and Open Inference Protocol services, health, reflection and metrics.
 //!
 //! Invariant: the cloud knows nothing of the edge, its router or the link; to it the edge is
-//! just another client.
+//! just another client. Every answer is its model's, so `served_by` is CLOUD, and
+//! `timing.cloud_us` reports the time spent here so the edge can tell link time from compute.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags and `CLOUD_*` environment twins.
+//! - [`CloudNode`]: the [`Node`] that answers calls with the model.
+//! - [`run`]: the whole server on given listeners until shutdown.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use edgeinfer::v1::{InferResponse, Reason, Tier, Timing};
+use edgeinfer_model::{Classifier, ModelMetadata};
+use edgeinfer_serving::auth::BearerAuthLayer;
+use edgeinfer_serving::batcher::Batcher;
+use edgeinfer_serving::error::ServeError;
+use edgeinfer_serving::metrics::{Metrics, serve_metrics};
+use edgeinfer_serving::node::{Call, Node, argmax, model_ref};
+use edgeinfer_serving::server::{Listeners, node_routes, serve};
+use futures::FutureExt;
+use prometheus_client::registry::Registry;
+
+pub use config::CloudConfig;
+
+/// The cloud's model behind its batcher.
+pub struct CloudNode {
+    batcher: Batcher,
+    metrics: Metrics,
+    model_ref: String,
+}
+
+impl CloudNode {
+    /// Wraps `model`, registering the metrics in `registry`.
+    pub fn new(model: Arc<dyn Classifier>, config: &CloudConfig, registry: &mut Registry) -> Self {
+        let metrics = Metrics::register(registry);
+        let model_ref = model_ref(model.metadata());
+        Self {
+            batcher: Batcher::new(model, config.batcher(), metrics.batcher.clone()),
+            metrics,
+            model_ref,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Node for CloudNode {
+    fn models(&self) -> Vec<ModelMetadata> {
+        vec![self.batcher.metadata().clone()]
+    }
+
+    async fn infer(&self, call: Call) -> Result<InferResponse, ServeError> {
+        let scored = self.batcher.classify(call.input.values).await?;
+        let (index, confidence) = argmax(&scored.probabilities);
+        let total_us = call.received.elapsed().as_micros() as u64;
+        Ok(InferResponse {
+            id: call.id,
+            label: self.batcher.metadata().labels[index].clone(),
+            class_index: index as u32,
+            confidence,
+            probabilities: scored.probabilities,
+            served_by: Tier::Cloud as i32,
+            reason: Reason::Confident as i32,
+            degraded: false,
+            model: self.model_ref.clone(),
+            timing: Some(Timing {
+                queue_us: scored.queue.as_micros() as u64,
+                cloud_us: total_us,
+                total_us,
+                ..Timing::default()
+            }),
+            edge_confidence: 0.0,
+        })
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// Loads the model named in `config`, reporting a clear error when it cannot.
+pub fn load_model(config: &CloudConfig) -> anyhow::Result<Arc<dyn Classifier>> {
+    edgeinfer_model::load_classifier(&config.model)
+        .with_context(|| format!("--model / CLOUD_MODEL {}", config.model.display()))
+}
+
+/// Serves the cloud node on `listeners` until `shutdown` completes, then finishes the requests
+/// in flight and returns.
+pub async fn run(
+    config: CloudConfig,
+    model: Arc<dyn Classifier>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut registry = Registry::with_prefix("edgeinfer");
+    let node = Arc::new(CloudNode::new(model, &config, &mut registry));
+    let shutdown = shutdown.shared();
+    if let Some(listener) = listeners.metrics {
+        tokio::spawn(serve_metrics(
+            listener,
+            Arc::new(registry),
+            shutdown.clone(),
+        ));
+    }
+    let (routes, names) = node_routes(node, "edgeinfer-cloud", config.max_message_bytes);
+    let auth = BearerAuthLayer::new(Some(config.auth_token.clone()));
+    if config.auth_token.is_empty() {
+        tracing::warn!("no auth token set: inference calls are accepted without credentials");
+    }
+    serve(listeners.grpc, routes, names, auth, shutdown)
+        .await
+        .context("gRPC server failed")
+}

@@ -4,4 +4,291 @@
 //!
 //! Invariant: the router knows nothing of MNIST; it works from the model's metadata and
 //! probabilities. The link is reached only through `edgeinfer_linksim`'s tower layer.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags and `EDGE_*` environment twins.
+//! - [`router`]: the [`router::EdgeNode`] and its routing decision.
+//! - [`policy`]: threshold, budget and confidence metrics.
+//! - [`estimates`]: online estimates of the cloud path (RFC 6298 round trip, rates, cloud time).
+//! - [`circuit`]: the circuit breaker in front of the cloud.
+//! - [`upstream`]: the cloud client through the link, balanced over the cloud's addresses.
+//! - [`admin`]: the `EdgeAdmin` service.
+//! - [`run`]: the whole edge server until shutdown.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod circuit;
+pub mod config;
+pub mod estimates;
+pub mod policy;
+pub mod router;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::Context;
+use edgeinfer::service_names;
+use edgeinfer::v1::edge_admin_server::EdgeAdminServer;
+use edgeinfer::v1::{ConfidenceMetric, Policy};
+use edgeinfer_linksim::{Link, LinkProfile};
+use edgeinfer_model::Classifier;
+use edgeinfer_serving::auth::BearerAuthLayer;
+use edgeinfer_serving::batcher::Batcher;
+use edgeinfer_serving::metrics::{Metrics, serve_metrics};
+use edgeinfer_serving::server::{Listeners, node_routes, serve};
+use futures::FutureExt;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+pub use config::EdgeConfig;
+
+use crate::circuit::CircuitBreaker;
+use crate::estimates::PathEstimates;
+use crate::router::EdgeNode;
+use crate::upstream::Upstream;
+
+/// Everything the configuration names, loaded and checked before any port is bound.
+pub struct Prepared {
+    /// The settings.
+    pub config: EdgeConfig,
+    /// The edge model.
+    pub model: Arc<dyn Classifier>,
+    /// The link profile.
+    pub profile: LinkProfile,
+}
+
+/// Loads the model and the link profile and checks the cloud address, naming the setting at
+/// fault in the error.
+pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
+    let model = edgeinfer_model::load_classifier(&config.model)
+        .with_context(|| format!("--model / EDGE_MODEL {}", config.model.display()))?;
+    let profile = LinkProfile::resolve(&config.link_profile).with_context(|| {
+        format!(
+            "--link-profile / EDGE_LINK_PROFILE {:?}",
+            config.link_profile
+        )
+    })?;
+    if config.has_cloud() {
+        upstream::parse_address(&config.cloud)?;
+    }
+    Ok(Prepared {
+        config,
+        model,
+        profile,
+    })
+}
+
+type F64Gauge = Gauge<f64, AtomicU64>;
+
+/// The router's gauges, refreshed by the housekeeping loop.
+struct RouterGauges {
+    srtt: F64Gauge,
+    rttvar: F64Gauge,
+    uplink_bps: F64Gauge,
+    downlink_bps: F64Gauge,
+    cloud: F64Gauge,
+    circuit: Gauge,
+    delivered: Gauge,
+    lost: Gauge,
+    queued_bytes: Gauge,
+}
+
+impl RouterGauges {
+    fn register(registry: &mut Registry) -> Self {
+        let g = Self {
+            srtt: F64Gauge::default(),
+            rttvar: F64Gauge::default(),
+            uplink_bps: F64Gauge::default(),
+            downlink_bps: F64Gauge::default(),
+            cloud: F64Gauge::default(),
+            circuit: Gauge::default(),
+            delivered: Gauge::default(),
+            lost: Gauge::default(),
+            queued_bytes: Gauge::default(),
+        };
+        registry.register(
+            "link_srtt_seconds",
+            "Smoothed round trip to the cloud (RFC 6298)",
+            g.srtt.clone(),
+        );
+        registry.register(
+            "link_rttvar_seconds",
+            "Round-trip variation to the cloud (RFC 6298)",
+            g.rttvar.clone(),
+        );
+        registry.register(
+            "link_uplink_bits_per_second",
+            "Estimated uplink rate",
+            g.uplink_bps.clone(),
+        );
+        registry.register(
+            "link_downlink_bits_per_second",
+            "Estimated downlink rate",
+            g.downlink_bps.clone(),
+        );
+        registry.register(
+            "cloud_compute_seconds",
+            "Smoothed time the cloud reports per request",
+            g.cloud.clone(),
+        );
+        registry.register(
+            "circuit_state",
+            "Circuit breaker to the cloud: 1 closed, 2 open, 3 half-open",
+            g.circuit.clone(),
+        );
+        registry.register(
+            "link_delivered_messages",
+            "Messages the simulated link delivered",
+            g.delivered.clone(),
+        );
+        registry.register(
+            "link_lost_messages",
+            "Messages the simulated link lost",
+            g.lost.clone(),
+        );
+        registry.register(
+            "link_queued_bytes",
+            "Bytes waiting on the simulated link, both directions",
+            g.queued_bytes.clone(),
+        );
+        g
+    }
+
+    fn refresh(&self, node: &EdgeNode) {
+        let e = node.estimates.snapshot();
+        self.srtt.set(e.srtt.unwrap_or(0.0));
+        self.rttvar.set(e.rttvar);
+        self.uplink_bps.set(e.uplink_bps.unwrap_or(0.0));
+        self.downlink_bps.set(e.downlink_bps.unwrap_or(0.0));
+        self.cloud.set(e.cloud);
+        self.circuit.set(node.circuit.state() as i64);
+        let l = node.link.stats();
+        self.delivered.set(l.delivered as i64);
+        self.lost.set(l.lost as i64);
+        self.queued_bytes
+            .set((l.uplink_queued_bytes + l.downlink_queued_bytes) as i64);
+    }
+}
+
+/// Probes the cloud through the link: keeps the round-trip estimate fresh, and lets a
+/// recovered cloud close the circuit without sacrificing a user's request.
+async fn probe_loop(node: Arc<EdgeNode>, upstream: Upstream, every: Duration) {
+    loop {
+        // A probe is a trial like any call: it waits for the circuit's permission.
+        if node.circuit.allow() {
+            let timeout = node
+                .estimates
+                .snapshot()
+                .srtt
+                .map_or(Duration::from_secs(1), |s| {
+                    Duration::from_secs_f64((s * 4.0).clamp(0.05, 2.0))
+                });
+            match upstream.probe(timeout).await {
+                Ok(rtt) => {
+                    node.estimates.observe_rtt(rtt);
+                    node.circuit.success();
+                }
+                Err(e) => {
+                    if node.circuit.failure() {
+                        tracing::warn!(error = %e, "circuit to the cloud opened by probes");
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Serves the edge node on `listeners` until `shutdown` completes, then finishes the requests
+/// in flight and returns.
+pub async fn run(
+    prepared: Prepared,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Prepared {
+        config,
+        model,
+        profile,
+    } = prepared;
+    let mut registry = Registry::with_prefix("edgeinfer");
+    let metrics = Metrics::register(&mut registry);
+    let gauges = RouterGauges::register(&mut registry);
+    let link = Link::new(profile, config.link_seed);
+    let upstream = if config.has_cloud() {
+        Some(Upstream::new(
+            &config.cloud,
+            link.clone(),
+            &config.cloud_token,
+            Duration::from_millis(config.cloud_resolve_ms),
+        )?)
+    } else {
+        tracing::warn!("no cloud configured: the edge answers everything itself");
+        None
+    };
+    let batcher = Batcher::new(model, config.batcher(), metrics.batcher.clone());
+    let policy = Policy {
+        threshold: config.threshold,
+        default_budget_ms: config.budget_ms,
+        confidence_metric: ConfidenceMetric::from(config.confidence_metric) as i32,
+    };
+    let node = Arc::new(EdgeNode::new(
+        batcher,
+        upstream.clone(),
+        link,
+        Arc::new(CircuitBreaker::new(
+            config.circuit_failures,
+            Duration::from_millis(config.circuit_cooldown_ms),
+        )),
+        Arc::new(PathEstimates::default()),
+        policy,
+        metrics,
+    ));
+
+    let shutdown = shutdown.shared();
+    let mut background = Vec::new();
+    if let (Some(upstream), true) = (upstream, config.probe_interval_ms > 0) {
+        background.push(tokio::spawn(probe_loop(
+            node.clone(),
+            upstream,
+            Duration::from_millis(config.probe_interval_ms),
+        )));
+    }
+    background.push(tokio::spawn({
+        let node = node.clone();
+        async move {
+            loop {
+                gauges.refresh(&node);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }));
+    if let Some(listener) = listeners.metrics {
+        tokio::spawn(serve_metrics(
+            listener,
+            Arc::new(registry),
+            shutdown.clone(),
+        ));
+    }
+    let (mut routes, mut names) =
+        node_routes(node.clone(), "edgeinfer-edge", config.max_message_bytes);
+    routes.add_service(EdgeAdminServer::new(admin::AdminService::new(node)));
+    names.push(service_names::EDGE_ADMIN);
+    let result = serve(
+        listeners.grpc,
+        routes,
+        names,
+        BearerAuthLayer::default(),
+        shutdown,
+    )
+    .await;
+    for task in background {
+        task.abort();
+    }
+    result.context("gRPC server failed")
+}

@@ -1,7 +1,33 @@
-//! Serving pieces shared by the edge and cloud nodes, so neither duplicates them: the dynamic
-//! batcher, input decoding and validation, the Open Inference Protocol adapter, and the wiring
-//! of health, reflection and Prometheus metrics.
+//! Serving pieces shared by the edge and cloud nodes, so neither duplicates them.
 //!
-//! Invariant: nothing here knows about MNIST or about routing decisions; it sees models through
-//! `edgeinfer_model::Classifier` and their metadata.
+//! # Layout
+//!
+//! - [`input`]: untrusted request bytes (images, pixels, tensors) to a model's input.
+//! - [`batcher`]: the dynamic batcher: bounded queue, whatever-is-waiting batches, worker
+//!   threads off the async runtime.
+//! - [`node`]: the [`node::Node`] trait the front ends call, and the decoded [`node::Call`].
+//! - [`native`]: the native `edgeinfer.v1.Inference` service over a node.
+//! - [`oip`]: the Open Inference Protocol service over a node.
+//! - [`error`]: serving errors and their one mapping to gRPC codes.
+//! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
+//! - [`auth`]: bearer-token check as a tower layer.
+//! - [`server`]: one listener with the node's services, health and reflection.
+//! - [`cli`]: what the server binaries share: exit 64 on bad settings, logging, binding.
+//! - [`shutdown`]: the process's shutdown signal (SIGTERM or Ctrl-C).
+//!
+//! Invariant: nothing here knows about MNIST or about routing decisions; it sees models
+//! through `edgeinfer_model::Classifier` and their metadata.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod batcher;
+pub mod cli;
+pub mod error;
+pub mod input;
+pub mod metrics;
+pub mod native;
+pub mod node;
+pub mod oip;
+pub mod server;
+pub mod shutdown;

@@ -1,0 +1,164 @@
+//! Cloud and edge in this process on the shipped models: what `edgeinfer up` runs, and what
+//! `edgeinfer sweep` measures when it is given no addresses.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use cloud_node::CloudConfig;
+use edge_node::{EdgeConfig, prepare};
+use edgeinfer_serving::cli::bind_listeners;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Finds a shipped model file: `$EDGEINFER_MODELS_DIR`, then `models/` under the current
+/// directory or any parent, then the source tree this binary was built from.
+pub fn shipped_model(file: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("EDGEINFER_MODELS_DIR") {
+        return Path::new(&dir).join(file);
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            let candidate = dir.join("models").join(file);
+            if candidate.exists() {
+                return candidate;
+            }
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models")
+        .join(file)
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// Edge gRPC address.
+    pub edge_listen: SocketAddr,
+    /// Cloud gRPC address.
+    pub cloud_listen: SocketAddr,
+    /// Edge metrics address, if any.
+    pub edge_metrics_listen: Option<SocketAddr>,
+    /// Cloud metrics address, if any.
+    pub cloud_metrics_listen: Option<SocketAddr>,
+    /// Edge model file.
+    pub edge_model: PathBuf,
+    /// Cloud model file.
+    pub cloud_model: PathBuf,
+    /// Link profile name or file.
+    pub profile: String,
+    /// Link seed.
+    pub seed: u64,
+    /// Edge threshold, when not the default.
+    pub threshold: Option<f32>,
+    /// Default budget, when not the default.
+    pub budget_ms: Option<u32>,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        let any = "127.0.0.1:0".parse().expect("valid address");
+        Self {
+            edge_listen: any,
+            cloud_listen: any,
+            edge_metrics_listen: None,
+            cloud_metrics_listen: None,
+            edge_model: shipped_model("edge-mlp-q8_0.gguf"),
+            cloud_model: shipped_model("cloud-cnn.safetensors"),
+            profile: "embb-midband".into(),
+            seed: 1,
+            threshold: None,
+            budget_ms: None,
+        }
+    }
+}
+
+/// Running servers; dropping them without [`LocalServers::stop`] leaves them running until the
+/// process ends.
+pub struct LocalServers {
+    /// Bound edge gRPC address.
+    pub edge: SocketAddr,
+    /// Bound cloud gRPC address.
+    pub cloud: SocketAddr,
+    /// Bound edge metrics address.
+    pub edge_metrics: Option<SocketAddr>,
+    /// Bound cloud metrics address.
+    pub cloud_metrics: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// Loads both models, binds, and starts serving.
+pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
+    let cloud_config = CloudConfig {
+        listen: options.cloud_listen,
+        metrics_listen: options.cloud_metrics_listen,
+        ..CloudConfig::for_model(&options.cloud_model)
+    };
+    let cloud_model = cloud_node::load_model(&cloud_config)?;
+    let cloud_listeners =
+        bind_listeners(options.cloud_listen, options.cloud_metrics_listen, "CLOUD").await?;
+    let cloud = cloud_listeners.grpc.local_addr()?;
+    let cloud_metrics = cloud_listeners
+        .metrics
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+
+    let mut edge_config = EdgeConfig::for_model(&options.edge_model, format!("http://{cloud}"));
+    edge_config.listen = options.edge_listen;
+    edge_config.metrics_listen = options.edge_metrics_listen;
+    edge_config.link_profile = options.profile.clone();
+    edge_config.link_seed = options.seed;
+    if let Some(t) = options.threshold {
+        edge_config.threshold = t;
+    }
+    if let Some(b) = options.budget_ms {
+        edge_config.budget_ms = b;
+    }
+    let prepared = prepare(edge_config)?;
+    let edge_listeners =
+        bind_listeners(options.edge_listen, options.edge_metrics_listen, "EDGE").await?;
+    let edge = edge_listeners.grpc.local_addr()?;
+    let edge_metrics = edge_listeners
+        .metrics
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+
+    let (stop, rx) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(cloud_node::run(
+            cloud_config,
+            cloud_model,
+            cloud_listeners,
+            stopped(rx.clone()),
+        )),
+        tokio::spawn(edge_node::run(prepared, edge_listeners, stopped(rx))),
+    ];
+    Ok(LocalServers {
+        edge,
+        cloud,
+        edge_metrics,
+        cloud_metrics,
+        stop,
+        tasks,
+    })
+}
+
+impl LocalServers {
+    /// Stops both servers after the requests in flight are answered.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.await.context("a server task panicked")??;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! The cloud node's settings: flags with `CLOUD_*` environment twins, validated before any
+//! port is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use edgeinfer_serving::batcher::BatcherConfig;
+use edgeinfer_serving::server::DEFAULT_MAX_MESSAGE_BYTES;
+
+/// Serves the cloud model of edgeinfer over gRPC (native API, Open Inference Protocol, health,
+/// reflection) and Prometheus metrics over HTTP.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "cloud-node", version, about, long_about = None)]
+pub struct CloudConfig {
+    /// gRPC address to listen on.
+    #[arg(long, env = "CLOUD_LISTEN", default_value = "0.0.0.0:50052")]
+    pub listen: SocketAddr,
+
+    /// HTTP address for Prometheus metrics at /metrics; "off" disables them.
+    #[arg(long, env = "CLOUD_METRICS_LISTEN", default_value = "0.0.0.0:9092", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Model file (.safetensors or .gguf) to serve.
+    #[arg(
+        long,
+        env = "CLOUD_MODEL",
+        default_value = "models/cloud-cnn.safetensors"
+    )]
+    pub model: PathBuf,
+
+    /// Bearer token clients must present on inference calls; empty means none.
+    #[arg(
+        long,
+        env = "CLOUD_AUTH_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub auth_token: String,
+
+    /// Most requests in one forward pass.
+    #[arg(long, env = "CLOUD_MAX_BATCH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_batch: u32,
+
+    /// Most requests waiting for the model; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CLOUD_MAX_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queue: u32,
+
+    /// Microseconds a partial batch may wait for more requests (0: run what is waiting).
+    #[arg(long, env = "CLOUD_QUEUE_DELAY_US", default_value_t = 0)]
+    pub queue_delay_us: u64,
+
+    /// Model worker threads (default: one per core).
+    #[arg(long, env = "CLOUD_WORKERS", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: Option<u32>,
+
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long, env = "CLOUD_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// Log format: text or json.
+    #[arg(long, env = "CLOUD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl CloudConfig {
+    /// The batcher settings.
+    pub fn batcher(&self) -> BatcherConfig {
+        let default = BatcherConfig::default();
+        BatcherConfig {
+            max_batch: self.max_batch as usize,
+            max_queue: self.max_queue as usize,
+            max_queue_delay: Duration::from_micros(self.queue_delay_us),
+            workers: self.workers.map_or(default.workers, |w| w as usize),
+        }
+    }
+
+    /// Settings for a node on the given model with every other value at its default, as
+    /// tests and `edgeinfer up` use it.
+    pub fn for_model(model: impl Into<PathBuf>) -> Self {
+        let mut c = Self::parse_from(["cloud-node"]);
+        c.model = model.into();
+        c.metrics_listen = None;
+        c
+    }
+}

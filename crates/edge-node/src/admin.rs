@@ -1,0 +1,139 @@
+//! The `EdgeAdmin` service: the edge's status, switching the link profile, changing the policy.
+
+use std::sync::Arc;
+
+use edgeinfer::v1::edge_admin_server::EdgeAdmin;
+use edgeinfer::v1::set_link_profile_request::Profile;
+use edgeinfer::v1::{
+    ConfidenceMetric, EdgeStatus, Estimates, GetStatusRequest, LinkStats, Policy,
+    SetLinkProfileRequest, SetLinkProfileResponse, SetPolicyRequest,
+};
+use edgeinfer_linksim::LinkProfile;
+use edgeinfer_serving::node::model_info;
+use tonic::{Request, Response, Status};
+
+use crate::policy::validate;
+use crate::router::EdgeNode;
+
+/// The admin service of an edge node.
+pub struct AdminService {
+    node: Arc<EdgeNode>,
+}
+
+impl AdminService {
+    /// Administers `node`.
+    pub fn new(node: Arc<EdgeNode>) -> Self {
+        Self { node }
+    }
+}
+
+/// The status of `node`, as `GetStatus` reports it.
+pub fn status(node: &EdgeNode) -> EdgeStatus {
+    let link = node.link.stats();
+    let est = node.estimates.snapshot();
+    let ms = |s: f64| s * 1e3;
+    EdgeStatus {
+        link_profile: link.profile.clone(),
+        link: Some(LinkStats {
+            delivered: link.delivered,
+            lost: link.lost,
+            uplink_queued_bytes: link.uplink_queued_bytes,
+            downlink_queued_bytes: link.downlink_queued_bytes,
+            recent_delay_p50_ms: link.recent_delay_p50.as_secs_f64() * 1e3,
+            recent_delay_p99_ms: link.recent_delay_p99.as_secs_f64() * 1e3,
+        }),
+        estimates: Some(Estimates {
+            srtt_ms: ms(est.srtt.unwrap_or(0.0)),
+            rttvar_ms: ms(est.rttvar),
+            uplink_mbps: est.uplink_bps.unwrap_or(0.0) / 1e6,
+            downlink_mbps: est.downlink_bps.unwrap_or(0.0) / 1e6,
+            cloud_ms: ms(est.cloud),
+            edge_compute_ms: node.batcher.batch_compute().as_secs_f64() * 1e3,
+            edge_queue_ms: node.batcher.expected_completion().as_secs_f64() * 1e3,
+        }),
+        circuit: node.circuit.state() as i32,
+        policy: Some(node.policy()),
+        requests_by_reason: node.counters.reasons().into_iter().collect(),
+        requests_by_tier: node.counters.tiers().into_iter().collect(),
+        edge_model: Some(model_info(node.batcher.metadata())),
+        cloud_address: node
+            .upstream
+            .as_ref()
+            .map_or_else(String::new, |u| u.address().to_string()),
+        uptime_s: node.started.elapsed().as_secs_f64(),
+    }
+}
+
+#[tonic::async_trait]
+impl EdgeAdmin for AdminService {
+    async fn get_status(
+        &self,
+        _request: Request<GetStatusRequest>,
+    ) -> Result<Response<EdgeStatus>, Status> {
+        Ok(Response::new(status(&self.node)))
+    }
+
+    async fn set_link_profile(
+        &self,
+        request: Request<SetLinkProfileRequest>,
+    ) -> Result<Response<SetLinkProfileResponse>, Status> {
+        let r = request.into_inner();
+        let profile = match r.profile {
+            None => {
+                return Err(Status::invalid_argument(
+                    "profile: set `name` (a built-in profile) or `document` (TOML or JSON)",
+                ));
+            }
+            Some(Profile::Name(name)) => LinkProfile::builtin(&name).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "name: {name:?} is not a built-in profile; use one of {}",
+                    edgeinfer_linksim::builtin::NAMES.join(", ")
+                ))
+            })?,
+            Some(Profile::Document(doc)) => LinkProfile::from_document(&doc)
+                .map_err(|e| Status::invalid_argument(format!("document: {e}")))?,
+        };
+        let seed = (r.seed != 0).then_some(r.seed);
+        tracing::info!(profile = %profile.name, ?seed, "link profile switched");
+        self.node.link.set_profile(profile.clone(), seed);
+        // What was learned about the old link says nothing about the new one.
+        self.node.estimates.reset();
+        Ok(Response::new(SetLinkProfileResponse {
+            link_profile: profile.name.clone(),
+            document: profile.to_json(),
+        }))
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<SetPolicyRequest>,
+    ) -> Result<Response<Policy>, Status> {
+        let r = request.into_inner();
+        let mut guard = self.node.policy.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = *guard;
+        if let Some(t) = r.threshold {
+            next.threshold = t;
+        }
+        if let Some(b) = r.default_budget_ms {
+            next.default_budget_ms = b;
+        }
+        match ConfidenceMetric::try_from(r.confidence_metric) {
+            Ok(ConfidenceMetric::Unspecified) => {}
+            Ok(m) => next.confidence_metric = m as i32,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "confidence_metric: {} is not a metric",
+                    r.confidence_metric
+                )));
+            }
+        }
+        validate(&next).map_err(Status::invalid_argument)?;
+        *guard = next;
+        tracing::info!(
+            threshold = next.threshold,
+            budget_ms = next.default_budget_ms,
+            "policy changed"
+        );
+        Ok(Response::new(next))
+    }
+}

@@ -1,0 +1,165 @@
+//! The edge node's settings: flags with `EDGE_*` environment twins, validated before any port
+//! is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use edgeinfer::v1::ConfidenceMetric;
+use edgeinfer_serving::batcher::BatcherConfig;
+use edgeinfer_serving::server::DEFAULT_MAX_MESSAGE_BYTES;
+
+/// How the edge measures confidence in its own answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricArg {
+    /// The largest calibrated probability.
+    MaxProbability,
+    /// Largest minus second largest probability.
+    Margin,
+    /// One minus the normalised entropy.
+    Entropy,
+}
+
+impl From<MetricArg> for ConfidenceMetric {
+    fn from(m: MetricArg) -> Self {
+        match m {
+            MetricArg::MaxProbability => ConfidenceMetric::MaxProbability,
+            MetricArg::Margin => ConfidenceMetric::Margin,
+            MetricArg::Entropy => ConfidenceMetric::Entropy,
+        }
+    }
+}
+
+/// Serves the edge model of edgeinfer and routes uncertain or late requests to the cloud over a
+/// simulated 5G link, answering itself (degraded) when the cloud cannot answer in time.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "edge-node", version, about, long_about = None)]
+pub struct EdgeConfig {
+    /// gRPC address to listen on.
+    #[arg(long, env = "EDGE_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// HTTP address for Prometheus metrics at /metrics; "off" disables them.
+    #[arg(long, env = "EDGE_METRICS_LISTEN", default_value = "0.0.0.0:9091", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Model file (.gguf or .safetensors) of the edge model.
+    #[arg(long, env = "EDGE_MODEL", default_value = "models/edge-mlp-q8_0.gguf")]
+    pub model: PathBuf,
+
+    /// The cloud node's URL; its host is re-resolved so that requests spread over every
+    /// address (replicas). "off" runs the edge alone.
+    #[arg(long, env = "EDGE_CLOUD", default_value = "http://127.0.0.1:50052")]
+    pub cloud: String,
+
+    /// Simulated link to the cloud: a built-in profile name (ideal, urllc, embb-mmwave,
+    /// embb-midband, lte, cell-edge, offline) or a TOML/JSON profile file.
+    #[arg(long, env = "EDGE_LINK_PROFILE", default_value = "embb-midband")]
+    pub link_profile: String,
+
+    /// Seed of the link's random processes.
+    #[arg(long, env = "EDGE_LINK_SEED", default_value_t = 1)]
+    pub link_seed: u64,
+
+    /// Confidence the edge model must reach to answer by itself, in [0, 1].
+    #[arg(long, env = "EDGE_THRESHOLD", default_value_t = 0.9, value_parser = parse_unit)]
+    pub threshold: f32,
+
+    /// Latency budget in milliseconds, for requests that set none; also the most a request
+    /// may ask for.
+    #[arg(long, env = "EDGE_BUDGET_MS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub budget_ms: u32,
+
+    /// How confidence is measured.
+    #[arg(long, env = "EDGE_CONFIDENCE_METRIC", value_enum, default_value_t = MetricArg::MaxProbability)]
+    pub confidence_metric: MetricArg,
+
+    /// Bearer token presented to the cloud.
+    #[arg(
+        long,
+        env = "EDGE_CLOUD_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub cloud_token: String,
+
+    /// Consecutive cloud failures that open the circuit breaker.
+    #[arg(long, env = "EDGE_CIRCUIT_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub circuit_failures: u32,
+
+    /// Milliseconds the circuit stays open before a probe may close it.
+    #[arg(long, env = "EDGE_CIRCUIT_COOLDOWN_MS", default_value_t = 1000)]
+    pub circuit_cooldown_ms: u64,
+
+    /// Milliseconds between health probes of the cloud through the link (they keep the
+    /// round-trip estimate fresh and find a recovered cloud); 0 disables them.
+    #[arg(long, env = "EDGE_PROBE_INTERVAL_MS", default_value_t = 250)]
+    pub probe_interval_ms: u64,
+
+    /// Milliseconds between DNS look-ups of the cloud's host.
+    #[arg(long, env = "EDGE_CLOUD_RESOLVE_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub cloud_resolve_ms: u64,
+
+    /// Most requests in one forward pass.
+    #[arg(long, env = "EDGE_MAX_BATCH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_batch: u32,
+
+    /// Most requests waiting for the model; more go to the cloud when the budget allows, or
+    /// are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "EDGE_MAX_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queue: u32,
+
+    /// Microseconds a partial batch may wait for more requests (0: run what is waiting).
+    #[arg(long, env = "EDGE_QUEUE_DELAY_US", default_value_t = 0)]
+    pub queue_delay_us: u64,
+
+    /// Model worker threads (default: one per core).
+    #[arg(long, env = "EDGE_WORKERS", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: Option<u32>,
+
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long, env = "EDGE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// Log format: text or json.
+    #[arg(long, env = "EDGE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+fn parse_unit(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside [0, 1]"))
+    }
+}
+
+impl EdgeConfig {
+    /// The batcher settings.
+    pub fn batcher(&self) -> BatcherConfig {
+        let default = BatcherConfig::default();
+        BatcherConfig {
+            max_batch: self.max_batch as usize,
+            max_queue: self.max_queue as usize,
+            max_queue_delay: Duration::from_micros(self.queue_delay_us),
+            workers: self.workers.map_or(default.workers, |w| w as usize),
+        }
+    }
+
+    /// True when a cloud is configured.
+    pub fn has_cloud(&self) -> bool {
+        !matches!(self.cloud.as_str(), "" | "off" | "none")
+    }
+
+    /// Settings for an edge on `model` talking to `cloud`, every other value at its default,
+    /// as tests and `edgeinfer up` use it.
+    pub fn for_model(model: impl Into<PathBuf>, cloud: impl Into<String>) -> Self {
+        let mut c = Self::parse_from(["edge-node"]);
+        c.model = model.into();
+        c.cloud = cloud.into();
+        c.metrics_listen = None;
+        c
+    }
+}

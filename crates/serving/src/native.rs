@@ -1,0 +1,184 @@
+//! The native `edgeinfer.v1.Inference` service over any [`Node`]: decoding, the request span,
+//! metrics, and `InferStream`'s fan-out.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use edgeinfer::v1::inference_server::Inference;
+use edgeinfer::v1::{
+    InferRequest, InferResponse, ListModelsRequest, ListModelsResponse, Placement,
+};
+use futures::Stream;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::error::ServeError;
+use crate::input::decode_native;
+use crate::node::{Call, Node, fresh_id, input_spec, model_info, request_deadline};
+
+/// Frames of one `InferStream` worked on at once; more wait for a slot, which pushes back on
+/// the client through HTTP/2 flow control instead of queueing without bound.
+const STREAM_CONCURRENCY: usize = 32;
+
+/// The native inference service of a node.
+pub struct NativeService<N> {
+    node: Arc<N>,
+}
+
+impl<N> NativeService<N> {
+    /// Serves `node`.
+    pub fn new(node: Arc<N>) -> Self {
+        Self { node }
+    }
+}
+
+/// Decodes a native request into a call.
+pub fn decode_call<N: Node + ?Sized>(
+    node: &N,
+    request: InferRequest,
+    received: Instant,
+    deadline: Option<std::time::Duration>,
+) -> Result<Call, ServeError> {
+    let (model, meta) = node.resolve(&request.model)?;
+    let input = decode_native(request.input.as_ref(), &input_spec(&meta), &node.limits())?;
+    if let Some(c) = request.min_confidence
+        && !(0.0..=1.0).contains(&c)
+    {
+        return Err(ServeError::Field {
+            field: "min_confidence".into(),
+            message: format!("{c} is outside [0, 1]"),
+        });
+    }
+    let placement = Placement::try_from(request.placement).map_err(|_| ServeError::Field {
+        field: "placement".into(),
+        message: format!(
+            "{} is not a placement; use AUTO, EDGE_ONLY or CLOUD_ONLY",
+            request.placement
+        ),
+    })?;
+    Ok(Call {
+        id: if request.id.is_empty() {
+            fresh_id()
+        } else {
+            request.id
+        },
+        model,
+        input,
+        budget_ms: request.latency_budget_ms,
+        min_confidence: request.min_confidence,
+        placement,
+        received,
+        deadline,
+    })
+}
+
+/// Decodes and answers one native request, recording its span and metrics.
+pub async fn answer<N: Node + ?Sized>(
+    node: &N,
+    request: InferRequest,
+    received: Instant,
+    deadline: Option<std::time::Duration>,
+) -> Result<InferResponse, Status> {
+    let span = tracing::info_span!("infer", id = %request.id, model = %request.model);
+    async move {
+        let result = match decode_call(node, request, received, deadline) {
+            Ok(call) => {
+                tracing::Span::current().record("id", call.id.as_str());
+                node.infer(call).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(response) => {
+                node.metrics().answered(
+                    response.served_by().as_str_name(),
+                    response.reason().as_str_name(),
+                    received.elapsed().as_secs_f64(),
+                );
+                tracing::debug!(
+                    served_by = response.served_by().as_str_name(),
+                    reason = response.reason().as_str_name(),
+                    total_us = response.timing.as_ref().map_or(0, |t| t.total_us),
+                    "answered"
+                );
+                Ok(response)
+            }
+            Err(e) => {
+                let status = Status::from(e);
+                node.metrics().failed(status.code());
+                tracing::info!(code = ?status.code(), message = status.message(), "refused");
+                Err(status)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<InferResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<N: Node> Inference for NativeService<N> {
+    async fn infer(
+        &self,
+        request: Request<InferRequest>,
+    ) -> Result<Response<InferResponse>, Status> {
+        let received = Instant::now();
+        let deadline = request_deadline(&request);
+        answer(&*self.node, request.into_inner(), received, deadline)
+            .await
+            .map(Response::new)
+    }
+
+    type InferStreamStream = ResponseStream;
+
+    async fn infer_stream(
+        &self,
+        request: Request<Streaming<InferRequest>>,
+    ) -> Result<Response<Self::InferStreamStream>, Status> {
+        let mut frames = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_CONCURRENCY);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(STREAM_CONCURRENCY));
+            while let Some(frame) = frames.next().await {
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (node, tx) = (node.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let id = frame.id.clone();
+                    let result = answer(&*node, frame, Instant::now(), None)
+                        .await
+                        .map_err(|s| {
+                            Status::new(s.code(), format!("frame {id:?}: {}", s.message()))
+                        });
+                    // A refused frame ends the stream with its status, as gRPC streams do.
+                    let _ = tx.send(result).await;
+                    drop(permit);
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_models(
+        &self,
+        _request: Request<ListModelsRequest>,
+    ) -> Result<Response<ListModelsResponse>, Status> {
+        Ok(Response::new(ListModelsResponse {
+            models: self.node.models().iter().map(model_info).collect(),
+        }))
+    }
+}

@@ -1,0 +1,390 @@
+//! The Open Inference Protocol (`inference.GRPCInferenceService`) over any [`Node`].
+//!
+//! Each node serves its task under the task's name (`mnist`, routed on the edge) and each
+//! concrete model under its own name. Input `input`: FP32 or UINT8, shape `[-1, N]` or
+//! `[-1, ...input_shape]`; output `probabilities`: FP32 `[-1, labels]`, always in
+//! `raw_output_contents` (tritonclient reads only those). Routing options come in request
+//! parameters (`latency_budget_ms`, `min_confidence`, `placement`); provenance goes back in
+//! response parameters (`served_by`, `reason`, `degraded`, `model` and the timing fields).
+//! A batch is answered row by row; for batches, string parameters hold one comma-separated
+//! value per row, `degraded` is true when any row was, and timings are the slowest row's.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use edgeinfer::inference::grpc_inference_service_server::GrpcInferenceService;
+use edgeinfer::inference::model_infer_response::InferOutputTensor;
+use edgeinfer::inference::model_metadata_response::TensorMetadata;
+use edgeinfer::inference::{
+    InferParameter, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
+    ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse, ServerLiveRequest,
+    ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
+    ServerReadyResponse,
+};
+use edgeinfer::oip;
+use edgeinfer::v1::{InferResponse, Placement};
+use edgeinfer_model::ModelMetadata;
+use futures::future::join_all;
+use tonic::{Request, Response, Status};
+
+use crate::error::ServeError;
+use crate::input::decode_oip;
+use crate::node::{Call, Node, fresh_id, input_spec, request_deadline};
+
+/// Name of the input tensor.
+pub const INPUT_NAME: &str = "input";
+/// Name of the output tensor.
+pub const OUTPUT_NAME: &str = "probabilities";
+
+/// The Open Inference Protocol service of a node.
+pub struct OipService<N> {
+    node: Arc<N>,
+    server_name: String,
+}
+
+impl<N> OipService<N> {
+    /// Serves `node`, calling itself `server_name` in `ServerMetadata`.
+    pub fn new(node: Arc<N>, server_name: impl Into<String>) -> Self {
+        Self {
+            node,
+            server_name: server_name.into(),
+        }
+    }
+}
+
+fn field(field: &str, message: impl Into<String>) -> ServeError {
+    ServeError::Field {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The routing options of an OIP request, from its parameters.
+struct Options {
+    budget_ms: u32,
+    min_confidence: Option<f32>,
+    placement: Placement,
+}
+
+fn options(request: &ModelInferRequest) -> Result<Options, ServeError> {
+    let p = &request.parameters;
+    let budget_ms = match p.get("latency_budget_ms") {
+        None => 0,
+        Some(v) => match oip::as_f64(v) {
+            Some(ms) if (0.0..=f64::from(u32::MAX)).contains(&ms) => ms.round() as u32,
+            _ => {
+                return Err(field(
+                    "parameters.latency_budget_ms",
+                    "expected a non-negative number of milliseconds",
+                ));
+            }
+        },
+    };
+    let min_confidence = match p.get("min_confidence") {
+        None => None,
+        Some(v) => match oip::as_f64(v) {
+            Some(c) if (0.0..=1.0).contains(&c) => Some(c as f32),
+            _ => {
+                return Err(field(
+                    "parameters.min_confidence",
+                    "expected a number in [0, 1]",
+                ));
+            }
+        },
+    };
+    let placement = match p.get("placement").and_then(oip::as_string) {
+        None => Placement::Auto,
+        Some(s) => parse_placement(&s).ok_or_else(|| {
+            field(
+                "parameters.placement",
+                format!("{s:?}: use auto, edge or cloud"),
+            )
+        })?,
+    };
+    Ok(Options {
+        budget_ms,
+        min_confidence,
+        placement,
+    })
+}
+
+/// Parses a placement as users write it: auto, edge, cloud (or the enum names).
+pub fn parse_placement(s: &str) -> Option<Placement> {
+    match s.to_ascii_lowercase().as_str() {
+        "auto" | "" => Some(Placement::Auto),
+        "edge" | "edge_only" => Some(Placement::EdgeOnly),
+        "cloud" | "cloud_only" => Some(Placement::CloudOnly),
+        _ => None,
+    }
+}
+
+fn tensor_metadata(meta: &ModelMetadata) -> (Vec<TensorMetadata>, Vec<TensorMetadata>) {
+    let inputs = vec![TensorMetadata {
+        name: INPUT_NAME.into(),
+        datatype: "FP32".into(),
+        shape: vec![-1, meta.input_len() as i64],
+    }];
+    let outputs = vec![TensorMetadata {
+        name: OUTPUT_NAME.into(),
+        datatype: "FP32".into(),
+        shape: vec![-1, meta.labels.len() as i64],
+    }];
+    (inputs, outputs)
+}
+
+impl<N: Node> OipService<N> {
+    async fn model_infer_inner(
+        &self,
+        request: ModelInferRequest,
+        received: Instant,
+        deadline: Option<std::time::Duration>,
+    ) -> Result<ModelInferResponse, ServeError> {
+        let node = &*self.node;
+        let (model, meta) = node.resolve(&request.model_name)?;
+        if request.inputs.len() != 1 {
+            return Err(field(
+                "inputs",
+                format!(
+                    "{} input tensors; the model takes exactly one, {INPUT_NAME:?}",
+                    request.inputs.len()
+                ),
+            ));
+        }
+        let tensor = &request.inputs[0];
+        if tensor.name != INPUT_NAME {
+            return Err(field(
+                "inputs[0].name",
+                format!("{:?}; the model's input is {INPUT_NAME:?}", tensor.name),
+            ));
+        }
+        if let Some(out) = request.outputs.iter().find(|o| o.name != OUTPUT_NAME) {
+            return Err(field(
+                "outputs",
+                format!(
+                    "{:?} is not an output; the model's output is {OUTPUT_NAME:?}",
+                    out.name
+                ),
+            ));
+        }
+        if request.raw_input_contents.len() > 1 {
+            return Err(field(
+                "raw_input_contents",
+                format!("{} entries for one input", request.raw_input_contents.len()),
+            ));
+        }
+        let opts = options(&request)?;
+        let rows = decode_oip(
+            tensor,
+            request.raw_input_contents.first().map(|b| b.as_slice()),
+            &input_spec(&meta),
+            &node.limits(),
+        )?;
+        let id = if request.id.is_empty() {
+            fresh_id()
+        } else {
+            request.id.clone()
+        };
+        let n = rows.len();
+        let calls = rows.into_iter().enumerate().map(|(i, input)| Call {
+            id: if n == 1 {
+                id.clone()
+            } else {
+                format!("{id}/{i}")
+            },
+            model: model.clone(),
+            input,
+            budget_ms: opts.budget_ms,
+            min_confidence: opts.min_confidence,
+            placement: opts.placement,
+            received,
+            deadline,
+        });
+        let answers: Vec<InferResponse> = join_all(calls.map(|c| node.infer(c)))
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        for a in &answers {
+            node.metrics().answered(
+                a.served_by().as_str_name(),
+                a.reason().as_str_name(),
+                received.elapsed().as_secs_f64(),
+            );
+        }
+        Ok(build_response(
+            &request.model_name,
+            &model,
+            &meta,
+            id,
+            &answers,
+        ))
+    }
+}
+
+fn build_response(
+    requested: &str,
+    resolved: &str,
+    meta: &ModelMetadata,
+    id: String,
+    answers: &[InferResponse],
+) -> ModelInferResponse {
+    let classes = meta.labels.len();
+    let mut raw = Vec::with_capacity(answers.len() * classes * 4);
+    for a in answers {
+        for p in &a.probabilities {
+            raw.extend_from_slice(&p.to_le_bytes());
+        }
+    }
+    let joined =
+        |f: &dyn Fn(&InferResponse) -> String| answers.iter().map(f).collect::<Vec<_>>().join(",");
+    let slowest = |f: &dyn Fn(&edgeinfer::v1::Timing) -> u64| {
+        answers
+            .iter()
+            .filter_map(|a| a.timing.as_ref().map(f))
+            .max()
+            .unwrap_or(0) as i64
+    };
+    let mut parameters = std::collections::HashMap::<String, InferParameter>::new();
+    parameters.insert(
+        "served_by".into(),
+        oip::string_param(joined(&|a| a.served_by().as_str_name().to_string())),
+    );
+    parameters.insert(
+        "reason".into(),
+        oip::string_param(joined(&|a| a.reason().as_str_name().to_string())),
+    );
+    parameters.insert(
+        "model".into(),
+        oip::string_param(joined(&|a| a.model.clone())),
+    );
+    parameters.insert(
+        "label".into(),
+        oip::string_param(joined(&|a| a.label.clone())),
+    );
+    parameters.insert(
+        "degraded".into(),
+        oip::bool_param(answers.iter().any(|a| a.degraded)),
+    );
+    parameters.insert(
+        "queue_us".into(),
+        oip::int64_param(slowest(&|t| t.queue_us)),
+    );
+    parameters.insert(
+        "edge_compute_us".into(),
+        oip::int64_param(slowest(&|t| t.edge_compute_us)),
+    );
+    parameters.insert(
+        "uplink_us".into(),
+        oip::int64_param(slowest(&|t| t.uplink_us)),
+    );
+    parameters.insert(
+        "cloud_us".into(),
+        oip::int64_param(slowest(&|t| t.cloud_us)),
+    );
+    parameters.insert(
+        "downlink_us".into(),
+        oip::int64_param(slowest(&|t| t.downlink_us)),
+    );
+    parameters.insert(
+        "total_us".into(),
+        oip::int64_param(slowest(&|t| t.total_us)),
+    );
+    ModelInferResponse {
+        model_name: if requested.is_empty() {
+            resolved.to_string()
+        } else {
+            requested.to_string()
+        },
+        model_version: meta.version.clone(),
+        id,
+        parameters,
+        outputs: vec![InferOutputTensor {
+            name: OUTPUT_NAME.into(),
+            datatype: "FP32".into(),
+            shape: vec![answers.len() as i64, classes as i64],
+            parameters: Default::default(),
+            contents: None,
+        }],
+        raw_output_contents: vec![raw],
+    }
+}
+
+#[tonic::async_trait]
+impl<N: Node> GrpcInferenceService for OipService<N> {
+    async fn server_live(
+        &self,
+        _request: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _request: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse {
+            ready: !self.node.models().is_empty(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let r = request.into_inner();
+        let (_, meta) = self.node.resolve(&r.name).map_err(Status::from)?;
+        Ok(Response::new(ModelReadyResponse {
+            ready: r.version.is_empty() || r.version == meta.version,
+        }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _request: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: self.server_name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: Vec::new(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let r = request.into_inner();
+        let (name, meta) = self.node.resolve(&r.name).map_err(Status::from)?;
+        let (inputs, outputs) = tensor_metadata(&meta);
+        Ok(Response::new(ModelMetadataResponse {
+            name,
+            versions: vec![meta.version.clone()],
+            platform: "edgeinfer-candle".into(),
+            inputs,
+            outputs,
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        let received = Instant::now();
+        let deadline = request_deadline(&request);
+        let request = request.into_inner();
+        let span =
+            tracing::info_span!("model_infer", id = %request.id, model = %request.model_name);
+        let result = tracing::Instrument::instrument(
+            self.model_infer_inner(request, received, deadline),
+            span,
+        )
+        .await;
+        match result {
+            Ok(r) => Ok(Response::new(r)),
+            Err(e) => {
+                let status = Status::from(e);
+                self.node.metrics().failed(status.code());
+                Err(status)
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Assembles a node's gRPC server: its services plus health and reflection (v1 and v1alpha,
+//! since grpcurl 1.8 asks v1alpha), on one listener, with graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use edgeinfer::FILE_DESCRIPTOR_SET;
+use edgeinfer::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use edgeinfer::service_names;
+use edgeinfer::v1::inference_server::InferenceServer;
+use tokio::net::TcpListener;
+use tonic::service::RoutesBuilder;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::auth::BearerAuthLayer;
+use crate::native::NativeService;
+use crate::node::Node;
+use crate::oip::OipService;
+
+/// Largest gRPC message accepted or sent by default. Open Inference Protocol batches are the
+/// big ones (1,024 rows of 784 floats is about 3.2 MB); image fields have their own,
+/// smaller limit.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// The listeners a node serves on, bound by the caller (port 0 in tests) so that every
+/// configuration error is found before anything is bound.
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// Prometheus metrics, when enabled.
+    pub metrics: Option<TcpListener>,
+}
+
+/// The services every node serves: the native API and the Open Inference Protocol, with the
+/// service names health checks report on.
+pub fn node_routes<N: Node>(
+    node: Arc<N>,
+    server_name: &str,
+    max_message_bytes: usize,
+) -> (RoutesBuilder, Vec<&'static str>) {
+    let mut routes = RoutesBuilder::default();
+    routes
+        .add_service(
+            InferenceServer::new(NativeService::new(node.clone()))
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            GrpcInferenceServiceServer::new(OipService::new(node, server_name))
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        );
+    (routes, vec![service_names::INFERENCE, service_names::OIP])
+}
+
+/// Serves `routes` plus health and reflection on `listener` until `shutdown` completes; then
+/// `auth` guards every service but health and reflection. Then reports NOT_SERVING, stops accepting, and returns once in-flight requests are answered.
+pub async fn serve(
+    listener: TcpListener,
+    mut routes: RoutesBuilder,
+    service_names: Vec<&'static str>,
+    auth: BearerAuthLayer,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in service_names.iter().copied().chain([""]) {
+        reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    routes
+        .add_service(health)
+        .add_service(
+            reflection()
+                .build_v1()
+                .expect("the embedded descriptor sets are valid"),
+        )
+        .add_service(
+            reflection()
+                .build_v1alpha()
+                .expect("the embedded descriptor sets are valid"),
+        );
+    // Small messages dominate: without TCP_NODELAY, Nagle and delayed ACKs add tens of ms.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        // Authentication first: nothing runs for a request that presents no valid token.
+        .layer(auth)
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            for name in service_names.iter().copied().chain([""]) {
+                reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+            tracing::info!("shutting down: finishing requests in flight");
+        })
+        .await
+}
