@@ -149,7 +149,7 @@ pub async fn run_sweep(args: &SweepArgs) -> Result<()> {
         }
         None => {
             // Port 0 for both, no metrics: nothing here can collide with a running `up`.
-            let servers = crate::local::start(crate::local::LocalOptions {
+            let servers = edgeinfer_cli::local::start(edgeinfer_cli::local::LocalOptions {
                 profile: args.profiles[0].clone(),
                 seed: args.seed,
                 budget_ms: args.budget_ms,

@@ -1,0 +1,520 @@
+#!/usr/bin/env python3
+"""Interoperability checks: real third-party clients against a running edge and cloud.
+
+Run by .ci/checks/interop.sh, which builds the binaries, starts `edgeinfer up` on free ports and
+passes their addresses here:
+
+    python tests/interop/run_interop.py --edge 127.0.0.1:PORT --cloud 127.0.0.1:PORT
+
+What is checked, each with the client a user would use:
+- grpcurl (reflection): list, describe, Infer with JSON pixels and with a base64 PNG, health
+  Check, EdgeAdmin calls, and the error a malformed input gets;
+- tritonclient[grpc] (Open Inference Protocol): live, ready, model ready, metadata, and infer on
+  100 MNIST test digits with the right labels, against the edge and the cloud;
+- stubs generated from proto/ with grpcio-tools: Infer, InferStream, ListModels, provenance;
+- grpcio-health-checking: Check on the whole server and on each service name;
+- the `edgeinfer` client commands (infer, bench in both protocols, health);
+- the README walkthrough: every fenced block tagged `interop` is run as written (the default
+  addresses are replaced by the ones of the servers under test).
+
+Prints one line per check and closes with `N passed, N failed`; exits 1 when any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+GEN = ROOT / "tests" / "interop" / "gen"
+DATA = ROOT / "tests" / "interop" / "data"
+README = ROOT / "README.md"
+
+# The addresses the README uses (edgeinfer up's defaults).
+README_EDGE = "127.0.0.1:50051"
+README_CLOUD = "127.0.0.1:50052"
+
+EDGE_SERVICES = {
+    "edgeinfer.v1.Inference",
+    "edgeinfer.v1.EdgeAdmin",
+    "inference.GRPCInferenceService",
+    "grpc.health.v1.Health",
+}
+
+
+# === helpers ===
+
+
+class Context:
+    """What every check may use: the servers' addresses and the MNIST test set."""
+
+    def __init__(self, edge: str, cloud: str):
+        self.edge = edge
+        self.cloud = cloud
+        self.images, self.labels = load_mnist_test()
+
+
+def load_mnist_test():
+    mnist = ROOT / "data" / "mnist"
+    with gzip.open(mnist / "t10k-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
+    with gzip.open(mnist / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    assert len(images) == len(labels) == 10_000
+    return images, labels
+
+
+def run(cmd, *, input=None, cwd=ROOT, env=None, timeout=120, shell=False):
+    """Runs a command; returns (exit status, stdout + stderr)."""
+    p = subprocess.run(
+        cmd,
+        input=input,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        shell=shell,
+        capture_output=True,
+        text=True,
+        executable="/bin/bash" if shell else None,
+    )
+    return p.returncode, p.stdout + p.stderr
+
+
+def grpcurl(*args, data=None):
+    """Runs grpcurl in plaintext mode; `data` (a dict) is sent on stdin. Returns the output,
+    failing the check when grpcurl fails."""
+    cmd = ["grpcurl", "-plaintext"]
+    if data is not None:
+        cmd += ["-d", "@"]
+    rc, out = run(cmd + list(args), input=None if data is None else json.dumps(data))
+    assert rc == 0, f"grpcurl {' '.join(args)} exited {rc}:\n{out}"
+    return out
+
+
+def grpcurl_json(*args, data=None):
+    return json.loads(grpcurl(*args, data=data))
+
+
+def generated_stubs():
+    """Generates Python stubs from proto/ (as a user would) and imports them."""
+    GEN.mkdir(parents=True, exist_ok=True)
+    protos = sorted(str(p.relative_to(ROOT / "proto")) for p in (ROOT / "proto" / "edgeinfer").rglob("*.proto"))
+    rc, out = run(
+        [sys.executable, "-m", "grpc_tools.protoc", "-Iproto", f"--python_out={GEN}", f"--grpc_python_out={GEN}"]
+        + [f"proto/{p}" for p in protos]
+    )
+    assert rc == 0, out
+    if str(GEN) not in sys.path:
+        sys.path.insert(0, str(GEN))
+    from edgeinfer.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc  # noqa: E402
+
+    return inference_pb2, inference_pb2_grpc, admin_pb2, admin_pb2_grpc
+
+
+CHECKS = []
+
+
+def check(name):
+    def register(fn):
+        CHECKS.append((name, fn))
+        return fn
+
+    return register
+
+
+# === grpcurl ===
+
+
+@check("grpcurl list (edge): every service, reflection included")
+def _(ctx):
+    services = set(grpcurl(ctx.edge, "list").split())
+    missing = EDGE_SERVICES - services
+    assert not missing, f"missing {missing} in {services}"
+    assert any("reflection" in s for s in services), services
+
+
+@check("grpcurl list (cloud): no EdgeAdmin")
+def _(ctx):
+    services = set(grpcurl(ctx.cloud, "list").split())
+    assert {"edgeinfer.v1.Inference", "inference.GRPCInferenceService"} <= services, services
+    assert "edgeinfer.v1.EdgeAdmin" not in services, services
+
+
+@check("grpcurl describe: services and messages with their comments")
+def _(ctx):
+    out = grpcurl(ctx.edge, "describe", "edgeinfer.v1.Inference")
+    for rpc in ("rpc Infer", "rpc InferStream", "rpc ListModels"):
+        assert rpc in out, out
+    out = grpcurl(ctx.edge, "describe", "edgeinfer.v1.InferRequest")
+    assert "latency_budget_ms" in out and "oneof input" in out, out
+    out = grpcurl(ctx.edge, "describe", "inference.ModelInferRequest")
+    assert "raw_input_contents" in out, out
+
+
+@check("grpcurl Infer with JSON pixels: the right digit, with provenance")
+def _(ctx):
+    for i in range(5):
+        pixels = [round(float(v) / 255, 4) for v in ctx.images[i]]
+        reply = grpcurl_json(ctx.edge, "edgeinfer.v1.Inference/Infer", data={"pixels": {"values": pixels}})
+        assert reply["label"] == str(ctx.labels[i]), reply
+        assert reply["servedBy"] in ("EDGE", "CLOUD"), reply
+        assert reply["reason"], reply
+        assert int(reply["timing"]["totalUs"]) > 0, reply
+
+
+@check("grpcurl Infer with a base64 PNG (any size)")
+def _(ctx):
+    png = base64.b64encode((DATA / "seven.png").read_bytes()).decode()
+    reply = grpcurl_json(ctx.edge, "edgeinfer.v1.Inference/Infer", data={"image": png, "latency_budget_ms": 200})
+    assert reply["label"] == "7", reply
+    reply = grpcurl_json(ctx.cloud, "edgeinfer.v1.Inference/Infer", data={"image": png})
+    assert reply["label"] == "7", reply
+
+
+@check("grpcurl Infer with a wrong pixel count: INVALID_ARGUMENT naming the field")
+def _(ctx):
+    rc, out = run(
+        ["grpcurl", "-plaintext", "-d", '{"pixels": {"values": [0.5, 0.5, 0.5]}}', ctx.edge, "edgeinfer.v1.Inference/Infer"]
+    )
+    assert rc != 0, out
+    assert "InvalidArgument" in out, out
+    assert "pixels" in out, out
+
+
+@check("grpcurl health Check: whole server and a service")
+def _(ctx):
+    for addr in (ctx.edge, ctx.cloud):
+        assert grpcurl_json(addr, "grpc.health.v1.Health/Check")["status"] == "SERVING"
+    reply = grpcurl_json(ctx.edge, "grpc.health.v1.Health/Check", data={"service": "edgeinfer.v1.EdgeAdmin"})
+    assert reply["status"] == "SERVING", reply
+
+
+@check("grpcurl EdgeAdmin: GetStatus, SetPolicy, SetLinkProfile")
+def _(ctx):
+    status = grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/GetStatus")
+    assert status["linkProfile"], status
+    threshold = status["policy"]["threshold"]
+    policy = grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/SetPolicy", data={"threshold": 0.5})
+    assert abs(policy["threshold"] - 0.5) < 1e-6, policy
+    policy = grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/SetPolicy", data={"threshold": threshold})
+    assert abs(policy["threshold"] - threshold) < 1e-6, policy
+    original = status["linkProfile"]
+    reply = grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/SetLinkProfile", data={"name": "lte"})
+    assert reply["linkProfile"] == "lte", reply
+    assert grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/GetStatus")["linkProfile"] == "lte"
+    grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/SetLinkProfile", data={"name": original})
+
+
+# === tritonclient (Open Inference Protocol) ===
+
+
+def triton(addr):
+    import tritonclient.grpc as tc
+
+    return tc, tc.InferenceServerClient(url=addr)
+
+
+@check("tritonclient: live, ready, model ready, metadata (edge and cloud)")
+def _(ctx):
+    for addr, concrete in ((ctx.edge, "edge-mlp"), (ctx.cloud, "cloud-cnn")):
+        _, client = triton(addr)
+        assert client.is_server_live(), addr
+        assert client.is_server_ready(), addr
+        for model in ("mnist", concrete):
+            assert client.is_model_ready(model), (addr, model)
+        assert not client.is_model_ready("no-such-model"), addr
+        meta = client.get_model_metadata("mnist", as_json=True)
+        assert meta["name"] == "mnist", meta
+        inputs = {t["name"]: t for t in meta["inputs"]}
+        outputs = {t["name"]: t for t in meta["outputs"]}
+        assert "input" in inputs and inputs["input"]["datatype"] == "FP32", meta
+        assert [int(d) for d in inputs["input"]["shape"]] == [-1, 784], meta
+        assert "probabilities" in outputs and outputs["probabilities"]["datatype"] == "FP32", meta
+        server = client.get_server_metadata(as_json=True)
+        assert server["name"], server
+
+
+def triton_classify(addr, images, dtype):
+    tc, client = triton(addr)
+    answers = []
+    for image in images:
+        data = image.reshape(1, 784)
+        data = data.astype(np.float32) / 255.0 if dtype == "FP32" else data.astype(np.uint8)
+        inp = tc.InferInput("input", [1, 784], dtype)
+        inp.set_data_from_numpy(data)
+        out = tc.InferRequestedOutput("probabilities")
+        result = client.infer("mnist", [inp], outputs=[out], parameters={"latency_budget_ms": 500}, client_timeout=10)
+        probs = result.as_numpy("probabilities")
+        assert probs.shape == (1, 10), probs.shape
+        params = result.get_response().parameters
+        answers.append((int(np.argmax(probs[0])), params))
+    return answers
+
+
+@check("tritonclient infer: 100 test digits, right labels (edge, FP32 and UINT8)")
+def _(ctx):
+    for dtype in ("FP32", "UINT8"):
+        answers = triton_classify(ctx.edge, ctx.images[:100], dtype)
+        right = sum(a == int(l) for (a, _), l in zip(answers, ctx.labels[:100]))
+        assert right >= 97, f"{dtype}: {right}/100 right"
+        _, params = answers[0]
+        assert params["served_by"].string_param.lower() in ("edge", "cloud"), params
+        assert params["reason"].string_param, params
+        assert "degraded" in params, params
+
+
+@check("tritonclient infer: 100 test digits, right labels (cloud)")
+def _(ctx):
+    answers = triton_classify(ctx.cloud, ctx.images[:100], "FP32")
+    right = sum(a == int(l) for (a, _), l in zip(answers, ctx.labels[:100]))
+    assert right >= 98, f"{right}/100 right"
+
+
+@check("tritonclient infer: a batch of 16 in one request")
+def _(ctx):
+    tc, client = triton(ctx.edge)
+    inp = tc.InferInput("input", [16, 784], "FP32")
+    inp.set_data_from_numpy(ctx.images[:16].astype(np.float32) / 255.0)
+    result = client.infer("mnist", [inp], client_timeout=10)
+    probs = result.as_numpy("probabilities")
+    assert probs.shape == (16, 10), probs.shape
+    right = int((probs.argmax(axis=1) == ctx.labels[:16]).sum())
+    assert right >= 15, right
+
+
+# === stubs generated from proto/ ===
+
+
+@check("generated stubs: Infer with provenance fields")
+def _(ctx):
+    pb, pb_grpc, _, _ = generated_stubs()
+    with grpc.insecure_channel(ctx.edge) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        seen = set()
+        right = 0
+        for i in range(50):
+            reply = stub.Infer(pb.InferRequest(id=f"r{i}", raw=ctx.images[i].tobytes(), latency_budget_ms=200), timeout=10)
+            assert reply.id == f"r{i}", reply
+            right += reply.class_index == ctx.labels[i]
+            assert reply.served_by in (pb.EDGE, pb.CLOUD), reply
+            assert reply.reason != pb.REASON_UNSPECIFIED, reply
+            assert reply.model and "@" in reply.model, reply.model
+            assert reply.timing.total_us > 0, reply.timing
+            assert len(reply.probabilities) == 10
+            seen.add(pb.Tier.Name(reply.served_by))
+        assert right >= 48, right
+        # A forced placement shows the other tier.
+        reply = stub.Infer(pb.InferRequest(raw=ctx.images[0].tobytes(), placement=pb.CLOUD_ONLY, latency_budget_ms=2000), timeout=10)
+        assert (reply.served_by, reply.reason) == (pb.CLOUD, pb.PLACEMENT) or reply.degraded, reply
+        reply = stub.Infer(pb.InferRequest(raw=ctx.images[0].tobytes(), placement=pb.EDGE_ONLY), timeout=10)
+        assert (reply.served_by, reply.reason) == (pb.EDGE, pb.PLACEMENT), reply
+
+
+@check("generated stubs: InferStream, 100 frames, answers matched by id")
+def _(ctx):
+    pb, pb_grpc, _, _ = generated_stubs()
+    with grpc.insecure_channel(ctx.edge) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        frames = (pb.InferRequest(id=f"frame-{i}", raw=ctx.images[i].tobytes()) for i in range(100))
+        replies = list(stub.InferStream(frames, timeout=30))
+    assert len(replies) == 100, len(replies)
+    by_id = {r.id: r for r in replies}
+    assert set(by_id) == {f"frame-{i}" for i in range(100)}
+    right = sum(by_id[f"frame-{i}"].class_index == ctx.labels[i] for i in range(100))
+    assert right >= 97, right
+
+
+@check("generated stubs: ListModels and EdgeAdmin GetStatus")
+def _(ctx):
+    pb, pb_grpc, admin_pb, admin_pb_grpc = generated_stubs()
+    with grpc.insecure_channel(ctx.edge) as channel:
+        models = pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest(), timeout=5).models
+        assert models and models[0].name == "edge-mlp", models
+        assert list(models[0].labels) == [str(d) for d in range(10)], models[0]
+        status = admin_pb_grpc.EdgeAdminStub(channel).GetStatus(admin_pb.GetStatusRequest(), timeout=5)
+        assert status.link_profile and status.edge_model.name == "edge-mlp", status
+    with grpc.insecure_channel(ctx.cloud) as channel:
+        models = pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest(), timeout=5).models
+        assert any(m.name == "cloud-cnn" for m in models), models
+
+
+# === grpcio-health-checking ===
+
+
+@check("grpcio-health-checking: overall and per-service status")
+def _(ctx):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    serving = health_pb2.HealthCheckResponse.SERVING
+    expected = {
+        ctx.edge: ["", "edgeinfer.v1.Inference", "inference.GRPCInferenceService", "edgeinfer.v1.EdgeAdmin"],
+        ctx.cloud: ["", "edgeinfer.v1.Inference", "inference.GRPCInferenceService"],
+    }
+    for addr, services in expected.items():
+        with grpc.insecure_channel(addr) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for service in services:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                assert reply.status == serving, (addr, service, reply)
+            try:
+                stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+                raise AssertionError("an unknown service must be NOT_FOUND")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.NOT_FOUND, e
+    with grpc.insecure_channel(ctx.cloud) as channel:
+        try:
+            health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="edgeinfer.v1.EdgeAdmin"), timeout=5
+            )
+            raise AssertionError("the cloud serves no EdgeAdmin")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.NOT_FOUND, e
+
+
+# === the edgeinfer client commands ===
+
+
+@check("edgeinfer health: exit 0 when SERVING, non-zero when nothing listens")
+def _(ctx):
+    for addr in (ctx.edge, ctx.cloud):
+        rc, out = run(["edgeinfer", "health", "--addr", f"http://{addr}"])
+        assert rc == 0 and "SERVING" in out, out
+    rc, out = run(["edgeinfer", "health", "--addr", f"http://{ctx.edge}", "--service", "edgeinfer.v1.EdgeAdmin"])
+    assert rc == 0, out
+    rc, out = run(["edgeinfer", "health", "--addr", f"http://{ctx.cloud}", "--service", "edgeinfer.v1.EdgeAdmin"])
+    assert rc != 0 and "unknown service" in out, out
+    rc, out = run(["edgeinfer", "health", "--addr", "http://127.0.0.1:9", "--timeout-ms", "2000"])
+    assert rc != 0 and "127.0.0.1:9" in out, out
+
+
+@check("edgeinfer infer: MNIST index and PNG, text and JSON")
+def _(ctx):
+    rc, out = run(["edgeinfer", "infer", "--addr", ctx.edge, "--mnist-test", "0", "--json"])
+    assert rc == 0, out
+    reply = json.loads(out)
+    assert reply["label"] == "7" and reply["true_label"] == 7 and reply["correct"], reply
+    assert reply["served_by"] in ("edge", "cloud") and reply["reason"], reply
+    rc, out = run(["edgeinfer", "infer", "--addr", ctx.edge, "--image", str(DATA / "seven.png"), "--placement", "cloud"])
+    assert rc == 0 and "label        7" in out and "served by" in out, out
+    rc, out = run(["edgeinfer", "infer", "--addr", ctx.edge, "--mnist-test", "10000"])
+    assert rc != 0 and "out of range" in out, out
+
+
+@check("edgeinfer bench --json: the contract's fields, native and OIP")
+def _(ctx):
+    for protocol in ("native", "oip"):
+        rc, out = run(
+            ["edgeinfer", "bench", "--addr", ctx.edge, "--protocol", protocol, "--requests", "500",
+             "--concurrency", "8", "--json"],
+            timeout=300,
+        )
+        assert rc == 0, out
+        report = json.loads(out)
+        for field in ("requests", "ok", "errors", "throughput_rps", "latency_us", "accuracy", "served_by",
+                      "reasons", "degraded", "within_budget"):
+            assert field in report, (field, report)
+        assert set(report["latency_us"]) >= {"p50", "p90", "p99", "p999", "max"}, report
+        assert set(report["served_by"]) == {"edge", "cloud"}, report
+        assert report["requests"] == report["ok"] == 500, report
+        assert report["served_by"]["edge"] + report["served_by"]["cloud"] == 500, report
+        assert report["accuracy"] >= 0.97, report
+    rc, out = run(["edgeinfer", "bench", "--addr", ctx.edge, "--rate", "200", "--duration", "1", "--json"])
+    assert rc == 0, out
+    report = json.loads(out)
+    assert report["mode"] == "open" and 150 <= report["requests"] <= 250, report
+
+
+# === the README walkthrough ===
+
+
+def readme_blocks():
+    """The README's fenced blocks tagged for the walkthrough: (info string, body) pairs."""
+    text = README.read_text()
+    m = re.search(r"<!-- walkthrough:start -->(.*)<!-- walkthrough:end -->", text, re.S)
+    assert m, "README has no walkthrough section"
+    return re.findall(r"^```([^\n]*)\n(.*?)^```", m.group(1), re.S | re.M)
+
+
+def for_servers(ctx, text):
+    return text.replace(README_EDGE, ctx.edge).replace(README_CLOUD, ctx.cloud)
+
+
+@check("README walkthrough: every `interop` block runs as written")
+def _(ctx):
+    blocks = readme_blocks()
+    files = [(info, body) for info, body in blocks if re.search(r"\bfile=", info)]
+    scripts = [body for info, body in blocks if re.search(r"\binterop\b", info)]
+    assert len(scripts) >= 3, f"only {len(scripts)} interop blocks"
+    # A scratch directory that looks like the repository (so relative paths work as in the
+    # README), holding the files the README asks the reader to save.
+    with tempfile.TemporaryDirectory() as scratch:
+        for entry in ROOT.iterdir():
+            if entry.name not in (".git", "target"):
+                os.symlink(entry, Path(scratch) / entry.name)
+        for info, body in files:
+            name = re.search(r"\bfile=(\S+)", info).group(1)
+            (Path(scratch) / name).write_text(for_servers(ctx, body))
+        for body in scripts:
+            script = "set -euo pipefail\n" + for_servers(ctx, body)
+            rc, out = run(script, shell=True, cwd=scratch, timeout=300)
+            assert rc == 0, f"README block failed (exit {rc}):\n{body}\n--- output:\n{out}"
+            print(textwrap_indent(out), end="")
+
+
+def textwrap_indent(text, limit=12):
+    lines = text.rstrip("\n").splitlines()
+    shown = lines[:limit] + ([f"... ({len(lines) - limit} more lines)"] if len(lines) > limit else [])
+    return "".join(f"      | {line}\n" for line in shown)
+
+
+# === runner ===
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edge", required=True, help="edge gRPC address, HOST:PORT")
+    parser.add_argument("--cloud", required=True, help="cloud gRPC address, HOST:PORT")
+    parser.add_argument("-k", dest="only", help="run only checks whose name contains this")
+    args = parser.parse_args()
+    for tool in ("grpcurl", "edgeinfer"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not on PATH")
+
+    ctx = Context(args.edge, args.cloud)
+    passed = failed = 0
+    for name, fn in CHECKS:
+        if args.only and args.only not in name:
+            continue
+        started = time.monotonic()
+        try:
+            fn(ctx)
+        except Exception as e:  # noqa: BLE001 - every failure is reported, then the next check runs
+            failed += 1
+            print(f"FAIL  {name} ({time.monotonic() - started:.1f}s)")
+            detail = str(e) if isinstance(e, AssertionError) else traceback.format_exc()
+            for line in detail.strip().splitlines()[:40]:
+                print(f"      {line}")
+        else:
+            passed += 1
+            print(f"ok    {name} ({time.monotonic() - started:.1f}s)")
+        sys.stdout.flush()
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
