@@ -9,9 +9,10 @@
 //! - **Loss.** The table's loss is the loss a caller sees per request/response exchange, after
 //!   link-layer retransmissions. Each direction gets `1 - sqrt(1 - loss)`. A first attempt fails
 //!   with the block error rate that link adaptation aims at (10 % on eMBB and LTE, 20 % at the
-//!   cell edge, 0.1 % on URLLC); that alone, retried, would lose almost nothing, so what is lost
-//!   is lost in bad spells (blockage, deep fades: a Gilbert-Elliott bad state losing 90-95 % of
-//!   attempts, lasting `1/r` attempts), entered with the probability `p` that gives the target.
+//!   cell edge); that alone, retried, would lose almost nothing, so what is lost is lost in bad
+//!   spells (blockage, deep fades: a Gilbert-Elliott bad state losing 90-95 % of
+//!   attempts, lasting `1/r` attempts), entered with the probability `p` that gives the target. URLLC has no bad spells: one
+//!   retransmission of a 0.224 % first-attempt error gives its 5e-6 per direction.
 //! - **Retransmission delay**: HARQ round trip, about 8 ms on LTE FDD, 1-4 ms on NR depending on
 //!   numerology; at the cell edge RLC retransmissions (tens of ms) take over.
 //! - **Delay**: a base (frame alignment, processing, the path to the cloud) and a log-normal
@@ -148,8 +149,8 @@ pub fn builtins() -> Vec<Builtin> {
             description: "5G URLLC: 0.5 ms user plane each way, 1e-5 loss, no handover",
             basis: "TR 38.913 (0.5 ms UL/DL user plane), ITU-R M.2410 (1 ms, 1-1e-5)",
             targets: targets((1.0, 2.0), 50.0, 100.0, 1e-5, None),
-            up: dir(50.0, 0.35, 0.12, 0.42, ge(0.0, 1.0, 1e-3, 0.0, 0.5, 1)),
-            down: dir(100.0, 0.35, 0.12, 0.42, ge(0.0, 1.0, 1e-3, 0.0, 0.5, 1)),
+            up: dir(50.0, 0.35, 0.12, 0.87, ge(0.0, 1.0, 2.24e-3, 0.0, 0.5, 1)),
+            down: dir(100.0, 0.35, 0.12, 0.87, ge(0.0, 1.0, 2.24e-3, 0.0, 0.5, 1)),
         },
         Spec {
             name: "embb-mmwave",
@@ -158,8 +159,8 @@ pub fn builtins() -> Vec<Builtin> {
                     WWW 2020 (downlink 1,436 Mbit/s), SIGCOMM 2021/22 (NSA handover every 5.5 s, \
                     51-60 ms, p99 113 ms)",
             targets: targets((14.0, 120.0), 100.0, 1400.0, 1e-3, Some((5.5, 55.0, 113.0))),
-            up: dir(100.0, 3.0, 3.5, 40.0, ge(2.0e-4, 0.2, 0.1, 0.9, 2.0, 3)),
-            down: dir(1400.0, 3.0, 3.5, 40.0, ge(2.0e-4, 0.2, 0.1, 0.9, 2.0, 3)),
+            up: dir(100.0, 3.0, 2.6, 72.0, ge(5.27e-4, 0.2, 0.1, 0.9, 2.0, 3)),
+            down: dir(1400.0, 3.0, 2.6, 72.0, ge(5.27e-4, 0.2, 0.1, 0.9, 2.0, 3)),
         },
         Spec {
             name: "embb-midband",
@@ -167,8 +168,8 @@ pub fn builtins() -> Vec<Builtin> {
             basis: "WWW 2020 (mid-band downlink 347 Mbit/s, RTT), SIGCOMM 2021/22 (SA handover \
                     every 45 s, 66 ms, p99 74 ms)",
             targets: targets((28.0, 60.0), 50.0, 350.0, 1e-3, Some((45.0, 66.0, 74.0))),
-            up: dir(50.0, 8.0, 5.5, 14.0, ge(2.0e-4, 0.2, 0.1, 0.9, 4.0, 3)),
-            down: dir(350.0, 8.0, 5.5, 14.0, ge(2.0e-4, 0.2, 0.1, 0.9, 4.0, 3)),
+            up: dir(50.0, 8.0, 4.9, 28.0, ge(5.27e-4, 0.2, 0.1, 0.9, 4.0, 3)),
+            down: dir(350.0, 8.0, 4.9, 28.0, ge(5.27e-4, 0.2, 0.1, 0.9, 4.0, 3)),
         },
         Spec {
             name: "lte",
@@ -176,16 +177,16 @@ pub fn builtins() -> Vec<Builtin> {
             basis: "5G-MeMU 2022 (LTE RTT 37.4 ms, uplink 46 Mbit/s), SIGCOMM 2021/22 (LTE \
                     handover every 15 s, 32-37 ms, p99 up to 181 ms)",
             targets: targets((37.0, 90.0), 46.0, 60.0, 5e-3, Some((15.0, 35.0, 120.0))),
-            up: dir(46.0, 10.0, 7.0, 25.0, ge(1.2e-3, 0.2, 0.1, 0.9, 8.0, 3)),
-            down: dir(60.0, 10.0, 7.0, 25.0, ge(1.2e-3, 0.2, 0.1, 0.9, 8.0, 3)),
+            up: dir(46.0, 10.0, 6.4, 46.0, ge(3.17e-3, 0.2, 0.1, 0.9, 8.0, 3)),
+            down: dir(60.0, 10.0, 6.4, 46.0, ge(3.17e-3, 0.2, 0.1, 0.9, 8.0, 3)),
         },
         Spec {
             name: "cell-edge",
             description: "degraded coverage: slow, long bursty fades, RLC retransmissions",
             basis: "degraded coverage (table in references.md): bursty loss 3e-2",
             targets: targets((80.0, 400.0), 2.0, 10.0, 3e-2, Some((10.0, 80.0, 250.0))),
-            up: dir(2.0, 20.0, 18.0, 150.0, ge(4.0e-3, 0.1, 0.2, 0.95, 20.0, 3)),
-            down: dir(10.0, 20.0, 18.0, 150.0, ge(4.0e-3, 0.1, 0.2, 0.95, 20.0, 3)),
+            up: dir(2.0, 20.0, 9.7, 230.0, ge(5.64e-3, 0.1, 0.2, 0.95, 20.0, 3)),
+            down: dir(10.0, 20.0, 9.7, 230.0, ge(5.64e-3, 0.1, 0.2, 0.95, 20.0, 3)),
         },
         Spec {
             name: "offline",
