@@ -7,7 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use cloud_node::CloudConfig;
 use edge_node::{EdgeConfig, prepare};
+use edgeinfer_model::Classifier;
 use edgeinfer_serving::cli::bind_listeners;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use std::future::Future;
+use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -73,7 +78,7 @@ impl Default for LocalOptions {
     }
 }
 
-/// Running servers; dropping them without [`LocalServers::stop`] leaves them running until the
+/// Running servers. Dropping them without [`LocalServers::stop`] leaves them running until the
 /// process ends.
 pub struct LocalServers {
     /// Bound edge gRPC address.
@@ -84,13 +89,38 @@ pub struct LocalServers {
     pub edge_metrics: Option<SocketAddr>,
     /// Bound cloud metrics address.
     pub cloud_metrics: Option<SocketAddr>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    edge_task: Running,
+    /// `None` while the cloud is stopped.
+    cloud_task: Option<Running>,
+    /// Kept to restart the cloud on the same address.
+    cloud_config: CloudConfig,
+    cloud_model: Arc<dyn Classifier>,
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send {
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
+/// A server task and the switch that stops it.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    fn spawn<F>(serve: impl FnOnce(BoxFuture<'static, ()>) -> F) -> Self
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, mut rx) = watch::channel(false);
+        let signal = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        Self {
+            stop,
+            task: tokio::spawn(serve(signal.boxed())),
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("a server task panicked")?
     }
 }
 
@@ -132,33 +162,49 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         .map(|l| l.local_addr())
         .transpose()?;
 
-    let (stop, rx) = watch::channel(false);
-    let tasks = vec![
-        tokio::spawn(cloud_node::run(
-            cloud_config,
-            cloud_model,
-            cloud_listeners,
-            stopped(rx.clone()),
-        )),
-        tokio::spawn(edge_node::run(prepared, edge_listeners, stopped(rx))),
-    ];
+    let cloud_task = Running::spawn({
+        let (config, model) = (cloud_config.clone(), cloud_model.clone());
+        move |signal| cloud_node::run(config, model, cloud_listeners, signal)
+    });
+    let edge_task = Running::spawn(move |signal| edge_node::run(prepared, edge_listeners, signal));
     Ok(LocalServers {
         edge,
         cloud,
         edge_metrics,
         cloud_metrics,
-        stop,
-        tasks,
+        edge_task,
+        cloud_task: Some(cloud_task),
+        cloud_config,
+        cloud_model,
     })
 }
 
 impl LocalServers {
+    /// Stops the cloud (after its requests in flight), leaving the edge running.
+    pub async fn stop_cloud(&mut self) -> anyhow::Result<()> {
+        match self.cloud_task.take() {
+            Some(t) => t.stop().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the cloud again on the address it had.
+    pub async fn restart_cloud(&mut self) -> anyhow::Result<()> {
+        self.stop_cloud().await?;
+        let listeners = bind_listeners(self.cloud, None, "CLOUD").await?;
+        let (config, model) = (self.cloud_config.clone(), self.cloud_model.clone());
+        self.cloud_task = Some(Running::spawn(move |signal| {
+            cloud_node::run(config, model, listeners, signal)
+        }));
+        Ok(())
+    }
+
     /// Stops both servers after the requests in flight are answered.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            task.await.context("a server task panicked")??;
+        let edge = self.edge_task.stop().await;
+        if let Some(cloud) = self.cloud_task {
+            cloud.stop().await?;
         }
-        Ok(())
+        edge
     }
 }

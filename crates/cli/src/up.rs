@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use crate::local::{LocalOptions, shipped_model, start};
+use edgeinfer_cli::local::{LocalOptions, start};
 
 /// Options of `edgeinfer up`.
 #[derive(Args, Debug)]
@@ -61,7 +61,6 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
         budget_ms: args.budget_ms,
     })
     .await?;
-    let _ = shipped_model;
     eprintln!("cloud listening on {}", servers.cloud);
     eprintln!("edge listening on {}", servers.edge);
     if let Some(m) = servers.edge_metrics {

@@ -284,6 +284,9 @@ impl Worker {
 }
 
 #[cfg(test)]
+// The tests hold the model's gate (a std mutex the worker *thread* blocks on) across awaits on
+// purpose: that is how they keep a batch in the model while requests pile up.
+#[allow(clippy::await_holding_lock)]
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
