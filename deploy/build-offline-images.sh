@@ -48,7 +48,7 @@ if [ "$run_cargo" = 1 ]; then
     bin_args=()
     for b in "${bins[@]}"; do bin_args+=(--bin "$b"); done
     log "cargo build ${cargo_profile[*]} ${bin_args[*]}"
-    cargo build --locked "${cargo_profile[@]}" "${bin_args[@]}"
+    cargo build "${cargo_profile[@]}" "${bin_args[@]}"
 fi
 for b in "${bins[@]}"; do
     [ -x "$target_dir/$profile_dir/$b" ] || {
