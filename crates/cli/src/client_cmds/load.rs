@@ -596,3 +596,338 @@ async fn open_loop(
     tally.lock().expect("tally lock").schedule_lag = Some(lag.into_inner().expect("lag lock"));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The load generator against a fake server on port 0, so its counting is tested with no
+    //! model: the fake "classifies" an image as its first pixel, sends images whose second
+    //! pixel is set to the "cloud", and refuses images whose third pixel is set.
+
+    use super::*;
+    use edgeinfer::inference::grpc_inference_service_server::{
+        GrpcInferenceService, GrpcInferenceServiceServer,
+    };
+    use edgeinfer::inference::model_infer_response::InferOutputTensor;
+    use edgeinfer::inference::*;
+    use edgeinfer::v1::inference_server::{Inference, InferenceServer};
+    use edgeinfer::v1::{InferResponse, ListModelsRequest, ListModelsResponse, Reason};
+    use tonic::{Request, Response, Status};
+
+    #[derive(Default)]
+    struct Fake;
+
+    fn decide(pixels: &[u8]) -> Result<(usize, bool), Status> {
+        if pixels.len() != 784 {
+            return Err(Status::invalid_argument("raw: expected 784 bytes"));
+        }
+        if pixels[2] == 1 {
+            return Err(Status::resource_exhausted("queue full"));
+        }
+        Ok((usize::from(pixels[0]), pixels[1] == 1))
+    }
+
+    #[tonic::async_trait]
+    impl Inference for Fake {
+        async fn infer(&self, r: Request<InferRequest>) -> Result<Response<InferResponse>, Status> {
+            let r = r.into_inner();
+            let Some(Input::Raw(raw)) = r.input else {
+                return Err(Status::invalid_argument("raw expected"));
+            };
+            let (class, cloud) = decide(&raw)?;
+            Ok(Response::new(InferResponse {
+                id: r.id,
+                label: class.to_string(),
+                class_index: class as u32,
+                served_by: if cloud { Tier::Cloud } else { Tier::Edge } as i32,
+                reason: if cloud {
+                    Reason::LowConfidence
+                } else {
+                    Reason::Confident
+                } as i32,
+                ..Default::default()
+            }))
+        }
+
+        type InferStreamStream = futures::stream::BoxStream<'static, Result<InferResponse, Status>>;
+
+        async fn infer_stream(
+            &self,
+            _: Request<tonic::Streaming<InferRequest>>,
+        ) -> Result<Response<Self::InferStreamStream>, Status> {
+            Err(Status::unimplemented("not in the fake"))
+        }
+
+        async fn list_models(
+            &self,
+            _: Request<ListModelsRequest>,
+        ) -> Result<Response<ListModelsResponse>, Status> {
+            Err(Status::unimplemented("not in the fake"))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl GrpcInferenceService for Fake {
+        async fn server_live(
+            &self,
+            _: Request<ServerLiveRequest>,
+        ) -> Result<Response<ServerLiveResponse>, Status> {
+            Ok(Response::new(ServerLiveResponse { live: true }))
+        }
+        async fn server_ready(
+            &self,
+            _: Request<ServerReadyRequest>,
+        ) -> Result<Response<ServerReadyResponse>, Status> {
+            Ok(Response::new(ServerReadyResponse { ready: true }))
+        }
+        async fn model_ready(
+            &self,
+            _: Request<ModelReadyRequest>,
+        ) -> Result<Response<ModelReadyResponse>, Status> {
+            Ok(Response::new(ModelReadyResponse { ready: true }))
+        }
+        async fn server_metadata(
+            &self,
+            _: Request<ServerMetadataRequest>,
+        ) -> Result<Response<ServerMetadataResponse>, Status> {
+            Err(Status::unimplemented("not in the fake"))
+        }
+        async fn model_metadata(
+            &self,
+            _: Request<ModelMetadataRequest>,
+        ) -> Result<Response<ModelMetadataResponse>, Status> {
+            Err(Status::unimplemented("not in the fake"))
+        }
+        async fn model_infer(
+            &self,
+            r: Request<ModelInferRequest>,
+        ) -> Result<Response<ModelInferResponse>, Status> {
+            let r = r.into_inner();
+            if r.model_name != "mnist" {
+                return Err(Status::not_found(r.model_name));
+            }
+            let input = &r.inputs[0];
+            let raw = &r.raw_input_contents[0];
+            let pixels: Vec<u8> = match input.datatype.as_str() {
+                "UINT8" => raw.clone(),
+                "FP32" => raw
+                    .chunks_exact(4)
+                    .map(|b| (f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * 255.0).round() as u8)
+                    .collect(),
+                other => return Err(Status::invalid_argument(other.to_string())),
+            };
+            let (class, cloud) = decide(&pixels)?;
+            let mut probabilities = [0.0f32; 10];
+            probabilities[class] = 1.0;
+            let mut parameters = std::collections::HashMap::new();
+            let tier = if cloud { "CLOUD" } else { "EDGE" };
+            parameters.insert("served_by".to_string(), oip::string_param(tier));
+            let reason = if cloud { "LOW_CONFIDENCE" } else { "CONFIDENT" };
+            parameters.insert("reason".to_string(), oip::string_param(reason));
+            parameters.insert("degraded".to_string(), oip::bool_param(false));
+            Ok(Response::new(ModelInferResponse {
+                model_name: r.model_name,
+                id: r.id,
+                parameters,
+                outputs: vec![InferOutputTensor {
+                    name: OIP_OUTPUT.to_string(),
+                    datatype: "FP32".to_string(),
+                    shape: vec![1, 10],
+                    ..Default::default()
+                }],
+                raw_output_contents: vec![
+                    probabilities.iter().flat_map(|p| p.to_le_bytes()).collect(),
+                ],
+                ..Default::default()
+            }))
+        }
+    }
+
+    async fn fake_server() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(InferenceServer::new(Fake))
+                .add_service(GrpcInferenceServiceServer::new(Fake))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr.to_string()
+    }
+
+    /// 100 images: image i is labelled i % 10; every 4th goes to the "cloud"; every 10th is
+    /// answered wrongly (its first pixel says another class); image 99 is refused.
+    fn dataset() -> Dataset {
+        let n = 100;
+        let mut images = vec![0u8; n * 784];
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        for i in 0..n {
+            let image = &mut images[i * 784..(i + 1) * 784];
+            image[0] = if i % 10 == 3 { 4 } else { labels[i] };
+            image[1] = u8::from(i % 4 == 0);
+            image[2] = u8::from(i == 99);
+        }
+        Dataset {
+            images,
+            labels,
+            rows: 28,
+            cols: 28,
+        }
+    }
+
+    fn spec(protocol: Protocol, stop: Stop, pacing: Pacing) -> LoadSpec {
+        LoadSpec {
+            protocol,
+            stop,
+            pacing,
+            options: RequestOptions {
+                budget_ms: Some(100),
+                placement: PlacementArg::Auto,
+                min_confidence: None,
+                model: None,
+                oip_dtype: OipDtype::Uint8,
+                timeout: Duration::from_secs(5),
+            },
+            within_budget: Duration::from_secs(5),
+            first_index: 0,
+        }
+    }
+
+    fn check_counts(tally: &Tally, requests: u64) {
+        // Per 100 requests: one refused, ten answered wrongly, 25 by the "cloud".
+        let rounds = requests / 100;
+        assert_eq!(tally.requests, requests);
+        assert_eq!(tally.errors.get("RESOURCE_EXHAUSTED"), Some(&rounds));
+        assert_eq!(tally.ok, requests - rounds);
+        assert_eq!(tally.correct, tally.ok - 10 * rounds);
+        assert_eq!(tally.served_cloud, 25 * rounds);
+        assert_eq!(tally.served_edge, tally.ok - 25 * rounds);
+        assert_eq!(tally.reasons.get("LOW_CONFIDENCE"), Some(&(25 * rounds)));
+        assert_eq!(tally.within_budget, tally.ok);
+        assert_eq!(tally.latency.len(), tally.ok);
+    }
+
+    #[tokio::test]
+    async fn closed_loop_counts_every_outcome_in_both_protocols() {
+        let addr = fake_server().await;
+        let target = Target::connect(&addr, 3).await.unwrap();
+        let data = dataset();
+        for protocol in [Protocol::Native, Protocol::Oip] {
+            let s = spec(
+                protocol,
+                Stop::Requests(300),
+                Pacing::Closed { concurrency: 8 },
+            );
+            let tally = run(&target, &data, &s, &ProgressBar::hidden())
+                .await
+                .unwrap();
+            check_counts(&tally, 300);
+        }
+    }
+
+    #[tokio::test]
+    async fn oip_fp32_inputs_are_scaled_pixels() {
+        let addr = fake_server().await;
+        let target = Target::connect(&addr, 1).await.unwrap();
+        let mut s = spec(
+            Protocol::Oip,
+            Stop::Requests(100),
+            Pacing::Closed { concurrency: 2 },
+        );
+        s.options.oip_dtype = OipDtype::Fp32;
+        let tally = run(&target, &dataset(), &s, &ProgressBar::hidden())
+            .await
+            .unwrap();
+        check_counts(&tally, 100);
+    }
+
+    #[tokio::test]
+    async fn open_loop_sends_at_the_rate_and_counts_from_the_schedule() {
+        let addr = fake_server().await;
+        let target = Target::connect(&addr, 2).await.unwrap();
+        let s = spec(
+            Protocol::Native,
+            Stop::Requests(200),
+            Pacing::Open {
+                rate: 2000.0,
+                max_in_flight: 64,
+            },
+        );
+        let tally = run(&target, &dataset(), &s, &ProgressBar::hidden())
+            .await
+            .unwrap();
+        check_counts(&tally, 200);
+        let lag = tally.schedule_lag.expect("open loop records its lag");
+        assert_eq!(lag.len(), 200);
+        // 200 requests at 2000/s take at least 0.1 s whatever the server does.
+        assert!(
+            tally.elapsed >= Duration::from_millis(99),
+            "{:?}",
+            tally.elapsed
+        );
+    }
+
+    #[tokio::test]
+    async fn duration_stops_a_closed_loop() {
+        let addr = fake_server().await;
+        let target = Target::connect(&addr, 1).await.unwrap();
+        let s = spec(
+            Protocol::Native,
+            Stop::Duration(Duration::from_millis(200)),
+            Pacing::Closed { concurrency: 2 },
+        );
+        let tally = run(&target, &dataset(), &s, &ProgressBar::hidden())
+            .await
+            .unwrap();
+        assert!(tally.requests > 0);
+        assert!(
+            tally.elapsed < Duration::from_secs(5),
+            "{:?}",
+            tally.elapsed
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_clear_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = Target::connect(&addr.to_string(), 1)
+            .await
+            .err()
+            .expect("nothing listens");
+        assert!(
+            format!("{err:#}").contains("is the server running"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn oip_answers_read_raw_or_typed_outputs_and_provenance() {
+        let mut response = ModelInferResponse {
+            outputs: vec![InferOutputTensor {
+                name: OIP_OUTPUT.into(),
+                contents: Some(InferTensorContents {
+                    fp32_contents: vec![0.1, 0.7, 0.2],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        response
+            .parameters
+            .insert("served_by".into(), oip::string_param("cloud"));
+        response
+            .parameters
+            .insert("degraded".into(), oip::bool_param(true));
+        let answer = oip_answer(&response).unwrap();
+        assert_eq!(answer.class_index, 1);
+        assert_eq!(answer.served_by, Some("cloud"));
+        assert!(answer.degraded);
+        response.raw_output_contents =
+            vec![[0.9f32, 0.1].iter().flat_map(|p| p.to_le_bytes()).collect()];
+        assert_eq!(oip_answer(&response).unwrap().class_index, 0);
+        response.outputs.clear();
+        assert!(oip_answer(&response).is_err());
+    }
+}
