@@ -194,7 +194,11 @@ fn infer_tensor_contents_matches_public_definition() {
 #[test]
 fn service_has_the_six_rpcs() {
     let set = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
-    let file = set.file.iter().find(|f| f.package() == "inference").unwrap();
+    let file = set
+        .file
+        .iter()
+        .find(|f| f.package() == "inference")
+        .unwrap();
     let svc = &file.service[0];
     assert_eq!(svc.name(), "GRPCInferenceService");
     let mut methods: Vec<_> = svc.method.iter().map(|m| m.name()).collect();
