@@ -4,11 +4,11 @@
 #   deploy/build-offline-images.sh [--profile release|dev] [--tag TAG] [--models DIR] [--no-cargo]
 #
 # It builds the three binaries with cargo (unless --no-cargo), assembles a root filesystem from
-# them, the shared libraries and dynamic loader they load (read with ldd), the shipped models and
-# an /etc/passwd with the non-root user, and builds `FROM scratch` + that root filesystem + the
-# part of deploy/Dockerfile below its "runtime layout" line, verbatim. The result has the
-# public Dockerfile's layout (paths, user, ENV, ports, health check, entrypoints); see
-# deploy/README.md. Images: edgeinfer/edge-node:TAG and edgeinfer/cloud-node:TAG.
+# them, the shared libraries and dynamic loader they load (read with ldd), the shipped models,
+# the MNIST test set and an /etc/passwd with the non-root user, and builds `FROM scratch` + that
+# root filesystem + the part of deploy/Dockerfile below its "runtime layout" line, verbatim.
+# The result has the public Dockerfile's layout (paths, user, ENV, ports, health check,
+# entrypoints); see deploy/README.md. Images: edgeinfer/edge-node:TAG and edgeinfer/cloud-node:TAG.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -66,7 +66,8 @@ mkdir -p "$target_dir/deploy"
 ctx=$(mktemp -d "$target_dir/deploy/offline-image.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
 rootfs=$ctx/rootfs
-mkdir -p "$rootfs/usr/local/bin" "$rootfs/opt/edgeinfer/models" "$rootfs/etc" "$rootfs/tmp"
+mkdir -p "$rootfs/usr/local/bin" "$rootfs/opt/edgeinfer/models" "$rootfs/opt/edgeinfer/data/mnist" \
+    "$rootfs/etc" "$rootfs/tmp"
 chmod 1777 "$rootfs/tmp"
 
 for b in "${bins[@]}"; do
@@ -78,6 +79,8 @@ for b in "${bins[@]}"; do
     fi
 done
 cp -p "$models_dir"/* "$rootfs/opt/edgeinfer/models/"
+cp -p data/mnist/README.md data/mnist/t10k-images-idx3-ubyte.gz data/mnist/t10k-labels-idx1-ubyte.gz \
+    "$rootfs/opt/edgeinfer/data/mnist/"
 
 # Every shared object the binaries load, and the dynamic loader, at the paths ldd names (the
 # loader finds them there without an ld.so.cache: they are its built-in search directories).

@@ -180,6 +180,12 @@ timeout 30 "$cli" infer --addr "$edge" --mnist-test 0 --placement cloud --json >
 jq -c '{served_by, reason, model, label: .label}' "$work/$project-infer.json"
 [ "$(field "$work/$project-infer.json" '.served_by | ascii_upcase')" = CLOUD ] || fail "--placement cloud not answered by CLOUD"
 
+say "the CLI inside the edge container (README's demo): bench on the shipped MNIST test set"
+compose exec -T edge edgeinfer bench --requests 50 --concurrency 2 --json >"$work/$project-exec.json" ||
+    fail "compose exec edge edgeinfer bench exited $?"
+summary "$work/$project-exec.json"
+[ "$(field "$work/$project-exec.json" .ok)" = 50 ] || fail "bench inside the edge container: not every request answered"
+
 say "compose stop cloud: the edge answers everything, degraded"
 compose stop --timeout 5 cloud
 f=$work/$project-stopped.json
