@@ -6,12 +6,21 @@
 //! which tonic hands on in `tonic::Response::extensions()`, so the caller can report where the
 //! time went.
 //!
+//! The request reaches the inner service only after the uplink, possibly never, so readiness is
+//! asked of the inner service then (`ServiceExt::ready` on a clone), not in `poll_ready`: a
+//! reservation taken there (a slot in tonic's channel buffer) would be held for as long as the
+//! message is on the link, and for ever by a lost one, until callers could not send at all.
+//! The inner service's errors, readiness ones included, come back from the call.
+//!
 //! What the caller sees, as on a real network:
 //! - a lost message is never delivered: the call stays pending until the caller's deadline.
 //!   When the request has a `grpc-timeout` (tonic's `Request::set_timeout`), this layer enforces
 //!   it over the whole exchange, link included, and fails with tonic's own `TimeoutExpired`,
 //!   which the client turns into the same status as a deadline passing on a real channel;
 //! - gRPC trailers (`grpc-status`) travel with the buffered response body.
+//!
+//! Callers should put a deadline on every call: a lost message otherwise leaves its call pending
+//! for ever (it holds nothing of the channel's while it does).
 //!
 //! Sizes are the HTTP/2 body bytes (the gRPC length-prefixed messages); headers are left out.
 //! Because bodies are buffered whole, this layer suits unary calls; a streaming call would be
@@ -26,7 +35,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tower::{BoxError, Layer, Service};
+use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::link::Link;
 use crate::sim::Direction;
@@ -106,14 +115,14 @@ where
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The link takes every message (it has its own queue); whether the inner service can
+        // take it is asked when the message reaches it, after the uplink.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        // The service made ready by `poll_ready` is the one to call; leave a clone behind.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = self.inner.clone();
         let link = self.link.clone();
         let deadline = grpc_timeout(req.headers());
         let exchange = exchange(inner, link, req);
@@ -147,7 +156,13 @@ where
     let uplink = carry(&link, Direction::Uplink, uplink_bytes).await;
 
     let req = http::Request::from_parts(parts, tonic::body::Body::new(body));
-    let res = inner.call(req).await.map_err(Into::into)?;
+    let res = inner
+        .ready()
+        .await
+        .map_err(Into::into)?
+        .call(req)
+        .await
+        .map_err(Into::into)?;
 
     let (mut parts, body) = res.into_parts();
     let body = Buffered::collect(body).await?;

@@ -188,3 +188,32 @@ async fn lost_request_is_never_answered_and_the_deadline_passes() {
     let pending = tokio::time::timeout(Duration::from_secs(60), client.infer(request("x", 1)));
     assert!(pending.await.is_err());
 }
+
+/// Lost calls without a deadline stay pending, but hold nothing of the channel's: more of them
+/// than tonic's channel buffers (1024) do not stop the next call.
+#[tokio::test(start_paused = true)]
+async fn lost_calls_do_not_hold_the_channel() {
+    let link = Link::new(LinkProfile::builtin("offline").unwrap(), 1);
+    let (client, echo) = connect(link.clone()).await;
+    let lost: Vec<_> = (0..1100)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move { client.infer(request(&i.to_string(), 1)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    link.set_profile(fixed(1.0, 1.0), None);
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.clone().infer(request("after", 1)),
+    )
+    .await
+    .expect("the channel is not blocked");
+    assert_eq!(answer.unwrap().get_ref().id, "after");
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(link.stats().lost, 1100);
+    for task in lost {
+        assert!(!task.is_finished());
+        task.abort();
+    }
+}
