@@ -30,6 +30,14 @@ fail() {
 }
 
 # === 1. static checks ==========================================================================
+# jq and curl read the answers and metrics; this machine kind has both, a bare Debian may not.
+missing=()
+for tool in jq curl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]}"
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
 venv=$work/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r deploy/ci/requirements.txt
