@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Deploy check, run by .ci/run after the cargo tests, on this machine's Docker engine:
-#   1. the public Dockerfile lints (hadolint), the Kubernetes manifests validate
+#   1. the public Dockerfile and the scripts lint (hadolint, shellcheck), the manifests validate
 #      (kubernetes-validate, offline, strict) and the compose file parses with the compose tool
 #      that answers here;
 #   2. the images build with no registry (deploy/build-offline-images.sh);
@@ -42,8 +42,9 @@ venv=$work/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r deploy/ci/requirements.txt
 
-say "hadolint deploy/Dockerfile (it needs a registry to build, so it is linted here)"
+say "hadolint deploy/Dockerfile (it needs a registry to build, so it is linted here); shellcheck"
 "$venv/bin/hadolint" deploy/Dockerfile
+"$venv/bin/shellcheck" .ci/checks/deploy.sh deploy/build-offline-images.sh
 
 say "kubernetes manifests (kubernetes-validate, strict, offline schemas)"
 manifests=()
@@ -93,7 +94,7 @@ compose() {
 # The demo's settings: ephemeral host ports (no collision with anything on this machine), the
 # default link profile, and a threshold high enough that a few hundred test digits include
 # low-confidence ones that go to the cloud.
-export EDGEINFER_TAG=$tag EDGE_GRPC_PORT= EDGE_METRICS_PORT= EDGE_THRESHOLD=0.99 RUST_LOG=info
+export EDGEINFER_TAG=$tag EDGE_GRPC_PORT='' EDGE_METRICS_PORT='' EDGE_THRESHOLD=0.99 RUST_LOG=info
 
 teardown() {
     status=$?
@@ -108,6 +109,7 @@ teardown() {
     compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1
     docker rmi "edgeinfer/edge-node:$tag" "edgeinfer/cloud-node:$tag" >/dev/null 2>&1
     left=$(docker ps -aq --filter "label=com.docker.compose.project=$project")
+    # shellcheck disable=SC2086 # one container id per word
     [ -z "$left" ] || docker rm -f $left >/dev/null 2>&1
     say "torn down (logs in ${work#"$root"/}/$project.log)"
     exit "$status"
@@ -232,11 +234,11 @@ replica_counts() {
                 '$0 ~ re { n += $NF } END { printf "%d ", n }'
     done
 }
-before=($(replica_counts))
+read -r -a before <<<"$(replica_counts)"
 deadline=$(($(date +%s) + 90))
 while :; do
     bench_json "$work/$project-scaled.json" --requests 300 --concurrency 8 --placement cloud
-    after=($(replica_counts))
+    read -r -a after <<<"$(replica_counts)"
     echo "cloud replicas' requests: before ${before[*]}, now ${after[*]}"
     spread=1
     for i in 0 1 2; do [ "${after[$i]}" -gt "${before[$i]}" ] || spread=0; done
