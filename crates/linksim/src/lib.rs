@@ -15,6 +15,24 @@
 //! - [`layer`]: [`LinkLayer`], the link as tower middleware on a tonic client channel.
 //! - [`sample`](mod@sample): what `edgeinfer link sample` reports, simulated at once.
 //!
+//! # Decisions
+//!
+//! - **Loss means what a caller sees**: a profile's loss target is the fraction of
+//!   request/response exchanges that get no answer, after link-layer retransmissions; each
+//!   direction carries half of it (`builtin::per_direction_loss`). `link sample` reports it as
+//!   `lost / messages`.
+//! - **Loss is per message**: a message is one unit for the Gilbert-Elliott channel (its state
+//!   advancing per attempt); a retransmission costs its delay, not a new serialization, and does
+//!   not hold up the queue (HARQ runs parallel processes).
+//! - **Handovers delay, they do not lose**: nothing starts or continues serializing during one;
+//!   data waits for the target cell (3GPP lossless handover). They are a link-wide schedule,
+//!   since the radio of both directions moves together.
+//! - **Delay is drawn per message**, so two messages may arrive out of order, as independent RPCs
+//!   may.
+//! - **Time**: the simulator decides a message's fate when it is sent and [`Link::transmit`]
+//!   sleeps until then with tokio. tokio's timers fire on whole milliseconds, so a live link
+//!   waits up to 1 ms longer than the simulated time it reports (what [`Transit`] carries).
+//!
 //! Invariant: this crate knows nothing of models, MNIST or the edgeinfer API; it sees messages
 //! only as sizes in bytes. It never reads the wall clock: only tokio time (so tests run on the
 //! paused clock) or simulated time.

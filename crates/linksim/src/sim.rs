@@ -3,7 +3,7 @@
 //! [`Simulator::send`] says, for a message of some size handed to a direction at some simulated
 //! instant, when it starts and ends serialization, how many attempts the radio made, and when it
 //! is delivered or given up. Nothing here sleeps or reads a clock: [`crate::Link`] maps tokio time
-//! onto it, and [`crate::sample`] runs it back to back to simulate thousands of messages at once.
+//! onto it, and [`crate::sample()`] runs it back to back to simulate thousands of messages at once.
 //! One mechanism, two clocks.
 //!
 //! What happens to a message, in order:
