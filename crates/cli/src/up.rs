@@ -26,10 +26,10 @@ pub struct UpArgs {
     pub cloud_listen: SocketAddr,
     /// Edge metrics address ("off" to disable).
     #[arg(long, default_value = "127.0.0.1:9091", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
-    pub edge_metrics_listen: Option<SocketAddr>,
+    pub edge_metrics_listen: std::option::Option<SocketAddr>,
     /// Cloud metrics address ("off" to disable).
     #[arg(long, default_value = "127.0.0.1:9092", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
-    pub cloud_metrics_listen: Option<SocketAddr>,
+    pub cloud_metrics_listen: std::option::Option<SocketAddr>,
     /// Edge model file (default: the shipped q8_0 MLP).
     #[arg(long)]
     pub edge_model: Option<PathBuf>,

@@ -20,7 +20,7 @@ pub struct CloudConfig {
 
     /// HTTP address for Prometheus metrics at /metrics; "off" disables them.
     #[arg(long, env = "CLOUD_METRICS_LISTEN", default_value = "0.0.0.0:9092", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
-    pub metrics_listen: Option<SocketAddr>,
+    pub metrics_listen: std::option::Option<SocketAddr>,
 
     /// Model file (.safetensors or .gguf) to serve.
     #[arg(

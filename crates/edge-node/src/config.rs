@@ -42,7 +42,7 @@ pub struct EdgeConfig {
 
     /// HTTP address for Prometheus metrics at /metrics; "off" disables them.
     #[arg(long, env = "EDGE_METRICS_LISTEN", default_value = "0.0.0.0:9091", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
-    pub metrics_listen: Option<SocketAddr>,
+    pub metrics_listen: std::option::Option<SocketAddr>,
 
     /// Model file (.gguf or .safetensors) of the edge model.
     #[arg(long, env = "EDGE_MODEL", default_value = "models/edge-mlp-q8_0.gguf")]

@@ -69,7 +69,9 @@ pub async fn bind_listeners(
     })
 }
 
-/// Parses an address, or "off" / "" for none.
+/// Parses an address, or "off" / "" for none. Fields using it are typed
+/// `std::option::Option<SocketAddr>`: spelled in full, clap leaves the `Option` to this parser
+/// instead of making the flag optional (which would ignore the default).
 pub fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
     match s {
         "" | "off" | "none" => Ok(None),
