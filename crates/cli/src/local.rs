@@ -16,23 +16,28 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Finds a shipped model file: `$EDGEINFER_MODELS_DIR`, then `models/` under the current
-/// directory or any parent, then the source tree this binary was built from.
+/// Finds a shipped model file: `$EDGEINFER_MODELS_DIR`, then `models/` in the repository.
 pub fn shipped_model(file: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("EDGEINFER_MODELS_DIR") {
-        return Path::new(&dir).join(file);
+    match std::env::var_os("EDGEINFER_MODELS_DIR") {
+        Some(dir) => Path::new(&dir).join(file),
+        None => repository_file(&Path::new("models").join(file)),
     }
+}
+
+/// Finds a file of the repository: under the current directory or any parent, else in the
+/// source tree this binary was built from.
+pub fn repository_file(relative: &Path) -> PathBuf {
     if let Ok(cwd) = std::env::current_dir() {
         for dir in cwd.ancestors() {
-            let candidate = dir.join("models").join(file);
+            let candidate = dir.join(relative);
             if candidate.exists() {
                 return candidate;
             }
         }
     }
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models")
-        .join(file)
+        .join("../..")
+        .join(relative)
 }
 
 /// What to start.

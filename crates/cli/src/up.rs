@@ -1,12 +1,12 @@
 //! `edgeinfer up`: cloud and edge in one process on the shipped models, ready for grpcurl.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
 
-use edgeinfer_cli::local::{LocalOptions, start};
+use edgeinfer_cli::local::{LocalOptions, repository_file, start};
 
 /// Options of `edgeinfer up`.
 #[derive(Args, Debug)]
@@ -70,11 +70,10 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
         eprintln!("cloud metrics on http://{m}/metrics");
     }
     eprintln!(
-        "ready in {} ms, link profile {}; try:\n\n  grpcurl -plaintext -d '{{\"pixels\": {{\"values\": [{}]}}}}' {} edgeinfer.v1.Inference/Infer\n\nCtrl-C stops both nodes.",
+        "ready in {} ms, link profile {}; try:\n\n{}\nCtrl-C stops both nodes.",
         started.elapsed().as_millis(),
         args.profile,
-        blank_pixels(),
-        servers.edge,
+        first_commands(servers.edge),
     );
     edgeinfer_serving::shutdown::signal().await;
     servers.stop().await?;
@@ -82,8 +81,16 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A 784-value input that works as typed: a blank image (the edge is unsure, so it asks the
-/// cloud, which shows the whole path).
-fn blank_pixels() -> String {
-    vec!["0"; 784].join(",")
+/// grpcurl commands that work as printed from any directory: list the services, then classify
+/// the example digit shipped in the repository.
+fn first_commands(edge: SocketAddr) -> String {
+    let mut out = format!("  grpcurl -plaintext {edge} list\n");
+    let example = repository_file(Path::new("tests/interop/data/seven.png"));
+    if example.exists() {
+        out += &format!(
+            "  grpcurl -plaintext -d \"{{\\\"image\\\": \\\"$(base64 -w0 {})\\\"}}\" {edge} edgeinfer.v1.Inference/Infer\n",
+            example.display()
+        );
+    }
+    out
 }
