@@ -125,6 +125,12 @@ impl Outages {
         }
     }
 
+    /// Outages drawn and not yet forgotten.
+    #[cfg(test)]
+    pub(crate) fn remembered(&self) -> usize {
+        self.upcoming.len()
+    }
+
     /// Number of handovers that started at or before `t`.
     pub(crate) fn started_by(&mut self, t: Duration) -> u64 {
         self.draw_past(t);
