@@ -128,6 +128,25 @@ impl Model {
         })
     }
 
+    /// A freshly initialised (untrained) network with the metadata of a new model: for tests
+    /// and benchmarks, where the weights' values do not matter.
+    pub fn untrained(architecture: Architecture, seed: u64) -> Result<Self, ModelError> {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let params = architecture
+            .params()
+            .into_iter()
+            .map(|(name, shape)| {
+                let values = architecture.init_param(name, &shape, &mut rng);
+                Ok((
+                    name.to_string(),
+                    Tensor::from_vec(values, shape, &Device::Cpu)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Self::from_f32(crate::train::initial_metadata(architecture), params)
+    }
+
     pub fn architecture(&self) -> Architecture {
         self.architecture
     }

@@ -502,3 +502,236 @@ pub fn save_gguf(
 ) -> Result<(), ModelError> {
     write_file(path, &gguf_bytes(metadata, tensors)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Classifier, Model};
+
+    fn f32_params(arch: Architecture) -> (ModelMetadata, Vec<(String, Tensor)>) {
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
+        let params = arch
+            .params()
+            .into_iter()
+            .map(|(name, shape)| {
+                let v = arch.init_param(name, &shape, &mut rng);
+                (
+                    name.to_string(),
+                    Tensor::from_vec(v, shape, &Device::Cpu).unwrap(),
+                )
+            })
+            .collect();
+        (crate::train::initial_metadata(arch), params)
+    }
+
+    fn q_params(
+        m: &ModelMetadata,
+        params: &[(String, Tensor)],
+    ) -> Vec<(String, std::sync::Arc<QTensor>)> {
+        quantize_tensors(m, params)
+            .unwrap()
+            .into_iter()
+            .map(|(n, t)| (n, std::sync::Arc::new(t)))
+            .collect()
+    }
+
+    fn err_of(r: Result<Model, ModelError>) -> ModelError {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn safetensors_round_trip_is_exact_and_deterministic() {
+        for arch in Architecture::ALL {
+            let (m, params) = f32_params(arch);
+            let bytes = safetensors_bytes(&m, &params).unwrap();
+            assert_eq!(bytes, safetensors_bytes(&m, &params).unwrap());
+            let model = Model::from_bytes(&bytes, ModelFormat::Safetensors).unwrap();
+            assert_eq!(model.metadata(), &m);
+            let direct = Model::from_f32(m.clone(), params).unwrap();
+            let x = vec![0.5f32; 2 * 784];
+            assert_eq!(model.logits(&x, 2).unwrap(), direct.logits(&x, 2).unwrap());
+        }
+    }
+
+    #[test]
+    fn gguf_round_trip_matches_f32_within_quantization_error() {
+        let (m, params) = f32_params(Architecture::EdgeMlp);
+        let f32_model = Model::from_f32(m.clone(), params.clone()).unwrap();
+        let x: Vec<f32> = (0..3 * 784).map(|i| (i % 7) as f32 / 7.0).collect();
+        let want = f32_model.logits(&x, 3).unwrap();
+        for (q, tol) in [("q8_0", 0.05), ("q4_0", 0.5)] {
+            let mut qm = m.clone();
+            qm.quantization = q.into();
+            let bytes = gguf_bytes(&qm, &q_params(&qm, &params)).unwrap();
+            let model = Model::from_bytes(&bytes, ModelFormat::Gguf).unwrap();
+            assert_eq!(model.metadata(), &qm);
+            let got = model.logits(&x, 3).unwrap();
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < tol, "{q}: max |logit error| {err}");
+        }
+    }
+
+    #[test]
+    fn truncated_files_say_so_at_every_cut() {
+        let (m, params) = f32_params(Architecture::EdgeMlp);
+        let st = safetensors_bytes(&m, &params).unwrap();
+        let mut qm = m.clone();
+        qm.quantization = "q8_0".into();
+        let gg = gguf_bytes(&qm, &q_params(&qm, &params)).unwrap();
+        for (bytes, format) in [(&st, ModelFormat::Safetensors), (&gg, ModelFormat::Gguf)] {
+            // GGUF pads after the last tensor (the 40-byte fc2.bias, padded to 64), so cutting
+            // only that padding loses nothing; cut into the data instead.
+            for cut in [0, 5, 8, 40, bytes.len() / 2, bytes.len() - 30] {
+                let err = err_of(Model::from_bytes(&bytes[..cut], format));
+                assert!(
+                    matches!(err, ModelError::Truncated { .. }),
+                    "{format:?} cut at {cut}: {err}"
+                );
+                assert!(err.to_string().contains("truncated"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_shapes_are_named() {
+        let (m, mut params) = f32_params(Architecture::EdgeMlp);
+        // A 784-wide first layer: the unpadded network of the source material.
+        params[0].1 = Tensor::zeros((128, 768), DType::F32, &Device::Cpu).unwrap();
+        let st = safetensors_bytes(&m, &params).unwrap();
+        let err = err_of(Model::from_bytes(&st, ModelFormat::Safetensors));
+        assert!(
+            matches!(err, ModelError::TensorShape { ref name, .. } if name == "fc1.weight"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("[128, 800]"), "{err}");
+
+        let mut qm = m.clone();
+        qm.quantization = "q4_0".into();
+        let gg = gguf_bytes(&qm, &q_params(&qm, &params)).unwrap();
+        let err = err_of(Model::from_bytes(&gg, ModelFormat::Gguf));
+        assert!(
+            matches!(err, ModelError::TensorShape { ref name, .. } if name == "fc1.weight"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_extra_and_mistyped_tensors() {
+        let (m, params) = f32_params(Architecture::EdgeMlp);
+        let st = safetensors_bytes(&m, &params[..3]).unwrap();
+        let err = err_of(Model::from_bytes(&st, ModelFormat::Safetensors));
+        assert!(
+            matches!(err, ModelError::MissingTensor(ref n) if n == "fc2.bias"),
+            "{err}"
+        );
+
+        let mut more = params.clone();
+        more.push(("fc3.weight".into(), params[3].1.clone()));
+        let st = safetensors_bytes(&m, &more).unwrap();
+        let err = err_of(Model::from_bytes(&st, ModelFormat::Safetensors));
+        assert!(err.to_string().contains("fc3.weight"), "{err}");
+
+        // A bias quantized where f32 is expected.
+        let mut qm = m.clone();
+        qm.quantization = "q8_0".into();
+        let mut q = q_params(&qm, &params);
+        q[1].1 = std::sync::Arc::new(
+            QTensor::quantize(
+                &Tensor::zeros(128, DType::F32, &Device::Cpu).unwrap(),
+                GgmlDType::Q8_0,
+            )
+            .unwrap(),
+        );
+        let gg = gguf_bytes(&qm, &q).unwrap();
+        let err = err_of(Model::from_bytes(&gg, ModelFormat::Gguf));
+        assert!(
+            matches!(err, ModelError::TensorDtype { ref name, .. } if name == "fc1.bias"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_missing_and_inconsistent_metadata() {
+        let (m, params) = f32_params(Architecture::EdgeMlp);
+        let mut qm = m.clone();
+        qm.quantization = "q8_0".into();
+        let q = q_params(&qm, &params);
+        let write = |meta: Vec<(String, gguf_file::Value)>| {
+            let meta_refs: Vec<_> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            let t: Vec<_> = q.iter().map(|(k, t)| (k.as_str(), t.as_ref())).collect();
+            let mut out = Cursor::new(Vec::new());
+            gguf_file::write(&mut out, &meta_refs, &t).unwrap();
+            out.into_inner()
+        };
+        let mut meta = gguf_metadata(&qm);
+        meta.push(("edgeinfer.threshold".into(), gguf_file::Value::F32(0.9)));
+        let err = err_of(Model::from_bytes(&write(meta), ModelFormat::Gguf));
+        assert!(
+            matches!(err, ModelError::UnknownMetadata(ref k) if k == "edgeinfer.threshold"),
+            "{err}"
+        );
+
+        let meta: Vec<_> = gguf_metadata(&qm)
+            .into_iter()
+            .filter(|(k, _)| k != "edgeinfer.labels")
+            .collect();
+        let err = err_of(Model::from_bytes(&write(meta), ModelFormat::Gguf));
+        assert!(
+            matches!(err, ModelError::MissingMetadata(ref k) if k == "edgeinfer.labels"),
+            "{err}"
+        );
+
+        // Metadata that contradicts the tensors or the format.
+        let mut bad = m.clone();
+        bad.labels.pop();
+        let err = err_of(Model::from_bytes(
+            &safetensors_bytes(&bad, &params).unwrap(),
+            ModelFormat::Safetensors,
+        ));
+        assert!(err.to_string().contains("edgeinfer.labels"), "{err}");
+        let mut bad = m.clone();
+        bad.architecture = "transformer".into();
+        let err = err_of(Model::from_bytes(
+            &safetensors_bytes(&bad, &params).unwrap(),
+            ModelFormat::Safetensors,
+        ));
+        assert!(matches!(err, ModelError::UnknownArchitecture(_)), "{err}");
+        let err = err_of(Model::from_bytes(
+            &safetensors_bytes(&qm, &params).unwrap(),
+            ModelFormat::Safetensors,
+        ));
+        assert!(err.to_string().contains("edgeinfer.quantization"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_a_format_error_not_a_panic() {
+        for format in [ModelFormat::Safetensors, ModelFormat::Gguf] {
+            for bytes in [
+                &b"hello world, this is not a model file at all"[..],
+                &[0xff; 64][..],
+                &[
+                    8, 0, 0, 0, 0, 0, 0, 0, b'{', b'}', b' ', b' ', b' ', b' ', b' ', b' ',
+                ][..],
+            ] {
+                let _ = err_of(Model::from_bytes(bytes, format));
+            }
+        }
+    }
+
+    #[test]
+    fn extension_picks_the_format() {
+        assert_eq!(
+            ModelFormat::from_path(Path::new("a/b.gguf")).unwrap(),
+            ModelFormat::Gguf
+        );
+        let err = ModelFormat::from_path(Path::new("model.onnx")).unwrap_err();
+        assert!(err.to_string().contains("model.onnx"), "{err}");
+    }
+}

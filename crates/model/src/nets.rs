@@ -103,16 +103,18 @@ impl Architecture {
         CLASSES
     }
 
-    /// The initial value of parameter `name` of shape `shape`, drawn from `rng`: He-uniform
-    /// weights (suited to ReLU), zero biases. The MLP's padding columns start, and therefore
+    /// The initial value of parameter `name` of shape `shape`, drawn from `rng`: Glorot-uniform
+    /// weights and zero biases, the Keras defaults of the source material. The MLP's padding columns start, and therefore
     /// stay, at zero: their inputs are always zero, so their gradient is too.
     pub(crate) fn init_param(self, name: &str, shape: &[usize], rng: &mut impl Rng) -> Vec<f32> {
         let n: usize = shape.iter().product();
         if name.ends_with(".bias") {
             return vec![0.0; n];
         }
-        let fan_in: usize = shape[1..].iter().product();
-        let bound = (6.0 / fan_in as f32).sqrt();
+        let receptive: usize = shape[2..].iter().product();
+        let fan_in = shape[1] * receptive;
+        let fan_out = shape[0] * receptive;
+        let bound = (6.0 / (fan_in + fan_out) as f32).sqrt();
         let mut v: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
         if self == Architecture::EdgeMlp && name == "fc1.weight" {
             for row in v.chunks_mut(MLP_INPUT) {

@@ -1,0 +1,357 @@
+//! `edgeinfer train`, `quantize` and `eval`: the model lifecycle from the command line.
+//!
+//! Thin over `edgeinfer_model`: these functions parse nothing themselves (clap does), load the
+//! MNIST files, call the library, draw progress on stderr and print results on stdout.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use edgeinfer_model::eval::{self, Evaluation, Latency};
+use edgeinfer_model::mnist::{self, Dataset};
+use edgeinfer_model::train::{self, EpochReport, TrainConfig, TrainObserver};
+use edgeinfer_model::{Architecture, Classifier, Model, ModelFormat};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// The models `train` knows.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ModelKind {
+    /// The edge's MLP: Dense 128 ReLU, Dropout 0.2, Dense 10 (input padded 784 -> 800).
+    EdgeMlp,
+    /// The cloud's CNN: two 5x5 convolutions (32, 64), max-pooling, Dense 128, Dense 10.
+    CloudCnn,
+}
+
+impl From<ModelKind> for Architecture {
+    fn from(k: ModelKind) -> Self {
+        match k {
+            ModelKind::EdgeMlp => Architecture::EdgeMlp,
+            ModelKind::CloudCnn => Architecture::CloudCnn,
+        }
+    }
+}
+
+/// Quantization targets of `quantize`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum QuantDtype {
+    /// 8-bit blocks of 32 with an f16 scale (8.5 bits per weight).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// 4-bit blocks of 32 with an f16 scale (4.5 bits per weight).
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
+impl QuantDtype {
+    fn name(self) -> &'static str {
+        match self {
+            QuantDtype::Q8_0 => "q8_0",
+            QuantDtype::Q4_0 => "q4_0",
+        }
+    }
+}
+
+/// Where the MNIST files are, shared by the three commands.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DataArg {
+    /// Directory holding the four MNIST .gz files [default: the first data/mnist found from the
+    /// current directory upwards]
+    #[arg(long, value_name = "DIR", env = mnist::ENV_DATA_DIR)]
+    pub data: Option<PathBuf>,
+}
+
+impl DataArg {
+    fn dir(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(mnist::default_data_dir)
+    }
+
+    fn load_train(&self) -> anyhow::Result<Dataset> {
+        let dir = self.dir();
+        mnist::load_train(&dir)
+            .with_context(|| format!("loading the MNIST training set from {}", dir.display()))
+    }
+
+    fn load_test(&self) -> anyhow::Result<Dataset> {
+        let dir = self.dir();
+        mnist::load_test(&dir)
+            .with_context(|| format!("loading the MNIST test set from {}", dir.display()))
+    }
+}
+
+/// Trains a model on MNIST, calibrates it on the validation split and writes it.
+#[derive(Clone, Debug, clap::Args)]
+#[command(
+    after_help = "The last 5,000 training images are held out for validation and \
+temperature calibration; the test accuracy is measured on the 10,000 test images and stored \
+in the file. The same --seed gives the same file, byte for byte.\n\n\
+Example: edgeinfer train --model edge-mlp --seed 1 --out models/edge-mlp.safetensors"
+)]
+pub struct TrainArgs {
+    /// Which network to train
+    #[arg(long, value_enum)]
+    pub model: ModelKind,
+    /// Passes over the training data [default: 5 for edge-mlp, 4 for cloud-cnn]
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Seed of weight initialisation, shuffling and dropout
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Train on only the first N training images (quick runs, CI)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Images per optimizer step [default: 32 for edge-mlp, 64 for cloud-cnn]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Output file (.safetensors)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
+/// Quantizes an f32 edge-mlp to GGUF, re-calibrates it and re-measures its accuracy.
+#[derive(Clone, Debug, clap::Args)]
+#[command(
+    after_help = "Only the edge-mlp is quantized (its layers are 32-wide block \
+multiples). The temperature is fitted again and the test accuracy measured again on the \
+quantized weights, so the file's metadata describes the file.\n\n\
+Example: edgeinfer quantize --in models/edge-mlp.safetensors --dtype q8_0 \
+--out models/edge-mlp-q8_0.gguf"
+)]
+pub struct QuantizeArgs {
+    /// The f32 model (.safetensors)
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+    /// Quantization of the weights
+    #[arg(long, value_enum)]
+    pub dtype: QuantDtype,
+    /// Output file (.gguf)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
+/// Test accuracy, calibration (ECE) and single-thread latency of a model file.
+#[derive(Clone, Debug, clap::Args)]
+#[command(
+    after_help = "ECE is the expected calibration error over 15 equal-width confidence \
+bins, after temperature scaling (ece) and before (ece_uncalibrated). Latency is the median of \
+one classify call on one thread, at batch 1 and at batch 64 (per image).\n\n\
+Example: edgeinfer eval --model models/edge-mlp-q8_0.gguf --json"
+)]
+pub struct EvalArgs {
+    /// The model file (.safetensors or .gguf)
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the latency measurement (a few seconds)
+    #[arg(long)]
+    pub no_latency: bool,
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
+/// `edgeinfer train`.
+pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
+    expect_extension(&args.out, ModelFormat::Safetensors, "--out")?;
+    let arch = Architecture::from(args.model);
+    let mut cfg = TrainConfig::new(arch);
+    cfg.seed = args.seed;
+    cfg.limit = args.limit;
+    if let Some(e) = args.epochs {
+        cfg.epochs = e;
+    }
+    if let Some(b) = args.batch_size {
+        cfg.batch_size = b;
+    }
+    if cfg.epochs == 0 || cfg.batch_size == 0 || cfg.limit == Some(0) {
+        bail!("--epochs, --batch-size and --limit must be at least 1");
+    }
+    let (train_set, validation) = args.data.load_train()?.split_validation();
+    let test = args.data.load_test()?;
+    let n = cfg.limit.unwrap_or(train_set.len()).min(train_set.len());
+    println!(
+        "training {} ({}) on {n} images, {} epochs, batch {}, seed {}",
+        arch.model_name(),
+        arch.id(),
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.seed
+    );
+    let start = Instant::now();
+    let mut progress = Progress::default();
+    let mut model = train::train(&cfg, &train_set, &validation, &mut progress)?;
+    let trained_s = start.elapsed().as_secs_f64();
+    let e = eval::calibrate(&mut model, &validation, &test)?;
+    model
+        .save(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("trained in {trained_s:.1} s");
+    print_summary(&args.out, &e);
+    Ok(())
+}
+
+/// `edgeinfer quantize`.
+pub fn run_quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
+    expect_extension(&args.input, ModelFormat::Safetensors, "--in")?;
+    expect_extension(&args.out, ModelFormat::Gguf, "--out")?;
+    let f32_model =
+        Model::load(&args.input).with_context(|| format!("loading {}", args.input.display()))?;
+    let mut q = f32_model
+        .quantize(args.dtype.name())
+        .with_context(|| format!("quantizing {}", args.input.display()))?;
+    let (_, validation) = args.data.load_train()?.split_validation();
+    let test = args.data.load_test()?;
+    let e = eval::calibrate(&mut q, &validation, &test)?;
+    q.save(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "quantized {} to {} (f32 test accuracy {:.4})",
+        args.input.display(),
+        args.dtype.name(),
+        f32_model.metadata().test_accuracy
+    );
+    print_summary(&args.out, &e);
+    Ok(())
+}
+
+/// `edgeinfer eval`.
+pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
+    let model =
+        Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let file_bytes = std::fs::metadata(&args.model)?.len();
+    let test = args.data.load_test()?;
+    let e = eval::evaluate(&model, &test)?;
+    let latency = if args.no_latency {
+        None
+    } else {
+        Some(eval::latency(&model, &test)?)
+    };
+    let m = model.metadata();
+    if args.json {
+        let mut out = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "name": m.name,
+            "version": m.version,
+            "architecture": m.architecture,
+            "quantization": m.quantization,
+            "n": e.n,
+            "accuracy": e.accuracy,
+            "file_bytes": file_bytes,
+            "ece": e.ece,
+            "ece_uncalibrated": e.ece_uncalibrated,
+            "nll": e.nll,
+            "nll_uncalibrated": e.nll_uncalibrated,
+            "temperature": e.temperature,
+            "metadata_test_accuracy": m.test_accuracy,
+        });
+        if let Some(Latency {
+            batch1,
+            batch64_per_image,
+        }) = latency
+        {
+            out["latency_us"] = serde_json::json!({
+                "batch1": round2(batch1),
+                "batch64_per_image": round2(batch64_per_image),
+            });
+        }
+        println!("{out}");
+    } else {
+        println!(
+            "{}: {}@{} ({}, {}), {} bytes",
+            args.model.display(),
+            m.name,
+            m.version,
+            m.architecture,
+            m.quantization,
+            file_bytes
+        );
+        println!(
+            "  accuracy {:.4} on {} test images (metadata says {:.4})",
+            e.accuracy, e.n, m.test_accuracy
+        );
+        println!(
+            "  ECE {:.4} at temperature {:.3}, {:.4} uncalibrated; NLL {:.4} ({:.4} uncalibrated)",
+            e.ece, e.temperature, e.ece_uncalibrated, e.nll, e.nll_uncalibrated
+        );
+        if let Some(l) = latency {
+            println!(
+                "  latency (one thread): {:.1} us at batch 1, {:.2} us per image at batch 64",
+                l.batch1, l.batch64_per_image
+            );
+        }
+    }
+    Ok(())
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn expect_extension(path: &Path, want: ModelFormat, flag: &str) -> anyhow::Result<()> {
+    let got = ModelFormat::from_path(path).ok();
+    if got != Some(want) {
+        let ext = match want {
+            ModelFormat::Safetensors => ".safetensors",
+            ModelFormat::Gguf => ".gguf",
+        };
+        bail!("{flag} {}: expected a {ext} file", path.display());
+    }
+    Ok(())
+}
+
+fn print_summary(out: &Path, e: &Evaluation) {
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({bytes} bytes): test accuracy {:.4}, temperature {:.3}, ECE {:.4} ({:.4} uncalibrated)",
+        out.display(),
+        e.accuracy,
+        e.temperature,
+        e.ece,
+        e.ece_uncalibrated
+    );
+}
+
+/// Training progress: a bar per epoch on stderr (hidden when stderr is not a terminal), one
+/// line per epoch on stdout.
+#[derive(Default)]
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl TrainObserver for Progress {
+    fn epoch_start(&mut self, epoch: usize, batches: usize) {
+        let bar = ProgressBar::new(batches as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} batches, loss {msg} ({eta})",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(epoch.to_string());
+        self.bar = Some(bar);
+    }
+
+    fn batch_done(&mut self, loss: f32) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            if bar.position() % 20 == 0 {
+                bar.set_message(format!("{loss:.4}"));
+            }
+        }
+    }
+
+    fn epoch_end(&mut self, r: &EpochReport) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        println!(
+            "epoch {}/{}: loss {:.4}, validation accuracy {:.4} ({:.1} s)",
+            r.epoch, r.epochs, r.loss, r.val_accuracy, r.seconds
+        );
+    }
+}
