@@ -231,12 +231,16 @@ def triton(addr):
 @check("tritonclient: live, ready, model ready, metadata (edge and cloud)")
 def _(ctx):
     for addr, concrete in ((ctx.edge, "edge-mlp"), (ctx.cloud, "cloud-cnn")):
-        _, client = triton(addr)
+        tc, client = triton(addr)
         assert client.is_server_live(), addr
         assert client.is_server_ready(), addr
         for model in ("mnist", concrete):
             assert client.is_model_ready(model), (addr, model)
-        assert not client.is_model_ready("no-such-model"), addr
+        # An unknown model is not ready: a false answer or NOT_FOUND (design.md section 4).
+        try:
+            assert not client.is_model_ready("no-such-model"), addr
+        except tc.InferenceServerException as e:
+            assert e.status() == "StatusCode.NOT_FOUND", e
         meta = client.get_model_metadata("mnist", as_json=True)
         assert meta["name"] == "mnist", meta
         inputs = {t["name"]: t for t in meta["inputs"]}
@@ -468,9 +472,11 @@ def _(ctx):
         for info, body in files:
             name = re.search(r"\bfile=(\S+)", info).group(1)
             (Path(scratch) / name).write_text(for_servers(ctx, body))
+        # The edgeinfer commands that rely on the default address read it from EDGEINFER_ADDR.
+        env = dict(os.environ, EDGEINFER_ADDR=f"http://{ctx.edge}")
         for body in scripts:
             script = "set -euo pipefail\n" + for_servers(ctx, body)
-            rc, out = run(script, shell=True, cwd=scratch, timeout=300)
+            rc, out = run(script, shell=True, cwd=scratch, env=env, timeout=300)
             assert rc == 0, f"README block failed (exit {rc}):\n{body}\n--- output:\n{out}"
             print(textwrap_indent(out), end="")
 

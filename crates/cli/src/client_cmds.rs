@@ -30,6 +30,9 @@ use load::{LoadSpec, OipDtype, Pacing, PlacementArg, Protocol, RequestOptions, S
 
 /// Address of the edge under `edgeinfer up`.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
+/// Environment variable that replaces [`DEFAULT_ADDR`] for `infer`, `bench` and `health`, so a
+/// shell session or a script can point every command at another server once.
+pub const ENV_ADDR: &str = "EDGEINFER_ADDR";
 /// The servers' default latency budget (design.md section 3), assumed for `within_budget` when
 /// neither `--budget-ms` nor the server's own policy says otherwise.
 pub const DEFAULT_BUDGET_MS: u32 = 100;
@@ -43,7 +46,7 @@ const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 #[derive(Debug, clap::Args)]
 pub struct InferArgs {
     /// Server address (an edge or a cloud node).
-    #[arg(long, default_value = DEFAULT_ADDR)]
+    #[arg(long, env = ENV_ADDR, default_value = DEFAULT_ADDR)]
     pub addr: String,
     /// Image file to classify (PNG or JPEG, any size; the server converts it).
     #[arg(
@@ -196,7 +199,7 @@ pub async fn run_infer(args: &InferArgs) -> Result<()> {
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Server address (an edge or a cloud node, or any Open Inference Protocol server).
-    #[arg(long, default_value = DEFAULT_ADDR)]
+    #[arg(long, env = ENV_ADDR, default_value = DEFAULT_ADDR)]
     pub addr: String,
     /// API to load: the native `Infer` or the Open Inference Protocol's `ModelInfer`.
     #[arg(long, value_enum, default_value_t = Protocol::Native)]
@@ -351,7 +354,7 @@ fn progress_bar(stop: &Stop) -> ProgressBar {
 #[derive(Debug, clap::Args)]
 pub struct HealthArgs {
     /// Server address.
-    #[arg(long, default_value = DEFAULT_ADDR)]
+    #[arg(long, env = ENV_ADDR, default_value = DEFAULT_ADDR)]
     pub addr: String,
     /// Service to check, for example `edgeinfer.v1.Inference`; empty checks the whole server.
     #[arg(long, default_value = "")]

@@ -260,21 +260,20 @@ impl BenchReport {
             self.protocol, self.addr, self.connections
         );
         let errors = if self.errors.is_empty() {
-            "none".to_string()
+            String::new()
         } else {
-            join_counts(&self.errors)
+            format!(" ({})", join_counts(&self.errors))
         };
         let rows: Vec<(&str, String)> = vec![
             (
                 "requests",
                 format!(
-                    "{}  ok {}  errors {}",
+                    "{}  ok {}  errors {}{errors}",
                     self.requests,
                     self.ok,
                     self.requests - self.ok
                 ),
             ),
-            ("errors", errors),
             (
                 "throughput",
                 format!(
