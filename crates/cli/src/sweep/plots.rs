@@ -64,6 +64,93 @@ fn profiles(sweep: &Sweep) -> Vec<&str> {
     seen
 }
 
+/// Places short text labels next to points without overlapping each other or the points.
+struct LabelPlacer {
+    /// Pixel rectangles taken so far: (left, top, right, bottom).
+    taken: Vec<(i32, i32, i32, i32)>,
+    /// The plotting area in pixels: labels stay inside it.
+    bounds: (i32, i32, i32, i32),
+}
+
+impl LabelPlacer {
+    fn new((xs, ys): (std::ops::Range<i32>, std::ops::Range<i32>)) -> Self {
+        Self {
+            taken: Vec::new(),
+            bounds: (xs.start, ys.start, xs.end, ys.end),
+        }
+    }
+
+    /// Text height and average glyph width at the labels' 15 px size, in pixels.
+    const HEIGHT: i32 = 15;
+    const CHAR_WIDTH: i32 = 9;
+
+    fn occupy_point(&mut self, (x, y): (i32, i32)) {
+        self.taken.push((x - 6, y - 6, x + 6, y + 6));
+    }
+
+    /// An offset from `anchor` where `text` fits, tried right-above, right-below, left-above,
+    /// left-below and farther out; None when every candidate overlaps something.
+    fn place(&mut self, anchor: (i32, i32), text: &str) -> Option<(i32, i32)> {
+        let width = Self::CHAR_WIDTH * text.len() as i32;
+        let h = Self::HEIGHT;
+        let candidates = [
+            (7, -h - 4),
+            (7, 4),
+            (-width - 7, -h - 4),
+            (-width - 7, 4),
+            (7, -2 * h - 6),
+            (7, h + 6),
+            (-width / 2, -2 * h - 6),
+            (-width / 2, h + 6),
+        ];
+        for (dx, dy) in candidates {
+            let rect = (
+                anchor.0 + dx,
+                anchor.1 + dy,
+                anchor.0 + dx + width,
+                anchor.1 + dy + h,
+            );
+            let b = self.bounds;
+            let inside = rect.0 >= b.0 && rect.1 >= b.1 && rect.2 <= b.2 && rect.3 <= b.3;
+            let overlaps = self
+                .taken
+                .iter()
+                .any(|t| rect.0 < t.2 && t.0 < rect.2 && rect.1 < t.3 && t.1 < rect.3);
+            if inside && !overlaps {
+                self.taken.push(rect);
+                return Some((dx, dy));
+            }
+        }
+        None
+    }
+}
+
+/// The corner of the plotting area where the legend (about 190 by 26 pixels per entry) hides
+/// the fewest points.
+fn legend_corner(
+    (xs, ys): &(std::ops::Range<i32>, std::ops::Range<i32>),
+    points: &[(i32, i32)],
+    entries: usize,
+) -> SeriesLabelPosition {
+    let (w, h) = (190 + 16, 26 * entries as i32 + 16 + 16);
+    let corners = [
+        (SeriesLabelPosition::LowerRight, xs.end - w, ys.end - h),
+        (SeriesLabelPosition::UpperRight, xs.end - w, ys.start),
+        (SeriesLabelPosition::LowerLeft, xs.start, ys.end - h),
+        (SeriesLabelPosition::UpperLeft, xs.start, ys.start),
+    ];
+    corners
+        .into_iter()
+        .min_by_key(|&(_, x, y)| {
+            points
+                .iter()
+                .filter(|p| p.0 >= x - 8 && p.0 <= x + w + 8 && p.1 >= y - 8 && p.1 <= y + h + 8)
+                .count()
+        })
+        .map(|(position, _, _)| position)
+        .unwrap_or(SeriesLabelPosition::LowerRight)
+}
+
 /// Accuracy (y) against the share of answers given by the cloud (x), one curve per profile.
 pub fn accuracy_vs_offload(path: &Path, sweep: &Sweep) -> Result<()> {
     register_fonts();
@@ -112,6 +199,18 @@ pub fn accuracy_vs_offload(path: &Path, sweep: &Sweep) -> Result<()> {
         .draw()
         .map_err(err("mesh"))?;
 
+    let pixels: Vec<(i32, i32)> = sweep
+        .rows
+        .iter()
+        .map(|r| chart.backend_coord(&(100.0 * r.offloaded_share, 100.0 * r.accuracy)))
+        .collect();
+    let area = chart.plotting_area().get_pixel_range();
+    let legend = legend_corner(&area, &pixels, profiles(sweep).len());
+    let mut labels = LabelPlacer::new(area);
+    // Every point is an obstacle for labels, whichever curve it belongs to.
+    for &p in &pixels {
+        labels.occupy_point(p);
+    }
     for (i, profile) in profiles(sweep).into_iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let pts = points(profile);
@@ -131,19 +230,24 @@ pub fn accuracy_vs_offload(path: &Path, sweep: &Sweep) -> Result<()> {
                     .map(|p| Circle::new((p.0, p.1), 5, color.filled())),
             )
             .map_err(err("points"))?;
-        // Threshold labels beside each point; profiles alternate above and below their curve
-        // so curves that nearly coincide stay readable.
-        let dy = if i % 2 == 0 { -22 } else { 8 };
+        // Threshold labels beside each point, placed where they overlap no label already
+        // drawn (curves of different profiles often run close), else left out.
         let style = TextStyle::from((FAMILY, 15).into_font()).color(&color);
-        chart
-            .draw_series(pts.iter().map(|p| {
-                EmptyElement::at((p.0, p.1)) + Text::new(format!("{}", p.2), (6, dy), style.clone())
-            }))
-            .map_err(err("labels"))?;
+        for p in &pts {
+            let text = format!("{}", p.2);
+            let anchor = chart.backend_coord(&(p.0, p.1));
+            if let Some(offset) = labels.place(anchor, &text) {
+                chart
+                    .draw_series(std::iter::once(
+                        EmptyElement::at((p.0, p.1)) + Text::new(text, offset, style.clone()),
+                    ))
+                    .map_err(err("labels"))?;
+            }
+        }
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(legend)
         .margin(16)
         .label_font((FAMILY, 18))
         .background_style(WHITE.mix(0.9))
