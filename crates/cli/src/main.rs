@@ -1,6 +1,74 @@
 //! The `edgeinfer` command line.
 
-fn main() {
-    eprintln!("edgeinfer: the models and servers come with the models and serving issues");
-    std::process::exit(1);
+mod client_cmds;
+mod link_cmds;
+mod model_cmds;
+mod sweep;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "edgeinfer",
+    version,
+    about = "Edge inference with cloud fallback over a simulated 5G link"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Cloud and edge in one process on the shipped models, ready for grpcurl.
+    Up(up::UpArgs),
+    /// Sends one request and prints the answer with who answered, why, and the timing.
+    Infer(client_cmds::InferArgs),
+    /// Loads a server with MNIST test images and reports latency, throughput, accuracy, routing.
+    Bench(client_cmds::BenchArgs),
+    /// Accuracy / offload / latency trade-off over thresholds and link profiles, with plots.
+    Sweep(sweep::SweepArgs),
+    /// grpc.health.v1 check: exit 0 when the server reports SERVING.
+    Health(client_cmds::HealthArgs),
+    /// Trains a model on MNIST, calibrates it and writes it (.safetensors).
+    Train(model_cmds::TrainArgs),
+    /// Quantizes the f32 edge-mlp to GGUF (q8_0 or q4_0).
+    Quantize(model_cmds::QuantizeArgs),
+    /// Test accuracy, calibration error and latency of a model file.
+    Eval(model_cmds::EvalArgs),
+    /// The simulated 5G link: its profiles, and sampled statistics of one.
+    #[command(subcommand)]
+    Link(link_cmds::LinkCommand),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse().command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain of causes on one line: what failed, and why.
+            eprintln!("edgeinfer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up(args) => {
+            edgeinfer_serving::cli::init_tracing("text");
+            up::run_up(&args).await
+        }
+        Command::Infer(args) => client_cmds::run_infer(&args).await,
+        Command::Bench(args) => client_cmds::run_bench(&args).await,
+        Command::Sweep(args) => sweep::run_sweep(&args).await,
+        Command::Health(args) => client_cmds::run_health(&args).await,
+        Command::Train(args) => model_cmds::run_train(&args),
+        Command::Quantize(args) => model_cmds::run_quantize(&args),
+        Command::Eval(args) => model_cmds::run_eval(&args),
+        Command::Link(cmd) => link_cmds::run(&cmd),
+    }
 }
