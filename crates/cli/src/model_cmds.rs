@@ -228,6 +228,9 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     let latency = if args.no_latency {
         None
     } else {
+        if let Some(warning) = edgeinfer_model::threading::env_warning() {
+            eprintln!("warning: {warning}");
+        }
         Some(eval::latency(&model, &test)?)
     };
     let m = model.metadata();
