@@ -245,7 +245,9 @@ pub struct BenchArgs {
     /// DEADLINE_EXCEEDED. It is also sent as the gRPC deadline.
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS)]
     pub timeout_ms: u64,
-    /// Print exactly one JSON object (design.md section 8) instead of the summary table.
+    /// Print exactly one JSON object instead of the summary table: requests, ok, errors by
+    /// code, throughput_rps, latency_us (p50, p90, p99, p999, max), accuracy, served_by,
+    /// reasons, degraded, within_budget, and what was measured.
     #[arg(long)]
     pub json: bool,
 }
