@@ -19,7 +19,7 @@ use crate::{ModelError, ModelMetadata, threading};
 pub trait Classifier: Send + Sync + 'static {
     fn metadata(&self) -> &ModelMetadata;
 
-    /// `inputs`: `batch * input_len` floats in [0,1], row-major. Returns `batch * labels.len()`
+    /// `inputs`: `batch * input_len` floats in \[0,1\], row-major. Returns `batch * labels.len()`
     /// calibrated (temperature-scaled) softmax probabilities, row-major.
     fn classify(&self, inputs: &[f32], batch: usize) -> Result<Vec<f32>, ModelError>;
 }

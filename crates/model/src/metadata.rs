@@ -115,7 +115,7 @@ impl ModelMetadata {
         Ok(())
     }
 
-    /// The metadata as `(key, value)` string pairs, prefixed, in [`KEYS`] order: the safetensors
+    /// The metadata as `(key, value)` string pairs, prefixed, in field order: the safetensors
     /// form. Lists are JSON, numbers their shortest round-tripping decimal form.
     pub fn to_string_pairs(&self) -> Vec<(String, String)> {
         let values = [

@@ -215,3 +215,66 @@ fn stream(seed: u64, stream: u64) -> ChaCha8Rng {
     rng.set_stream(stream);
     rng
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Classifier, eval, mnist};
+
+    /// MNIST, or `None` (and the test passes vacuously) on a checkout without the data files.
+    fn mnist_or_skip() -> Option<(Dataset, Dataset)> {
+        let dir = mnist::default_data_dir();
+        match (mnist::load_train(&dir), mnist::load_test(&dir)) {
+            (Ok(train), Ok(test)) => Some((train, test)),
+            _ => {
+                eprintln!("skipping: no MNIST files at {}", dir.display());
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn one_short_epoch_learns_and_the_file_round_trips() {
+        let Some((train_all, test)) = mnist_or_skip() else {
+            return;
+        };
+        let (train_set, validation) = train_all.split_validation();
+        let mut cfg = TrainConfig::new(Architecture::EdgeMlp);
+        cfg.epochs = 1;
+        cfg.limit = Some(12_000);
+        let mut model = train(&cfg, &train_set, &validation, &mut Quiet).unwrap();
+        let e = eval::calibrate(&mut model, &validation, &test).unwrap();
+        assert!(e.accuracy > 0.9, "accuracy {}", e.accuracy);
+        assert!(e.ece < 0.03, "ece {}", e.ece);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        model.save(&path).unwrap();
+        let loaded = crate::load_classifier(&path).unwrap();
+        assert_eq!(loaded.metadata(), model.metadata());
+        assert_eq!(loaded.metadata().test_accuracy, e.accuracy);
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_weights_and_another_seed_does_not() {
+        let Some((train_all, _)) = mnist_or_skip() else {
+            return;
+        };
+        let (train_set, validation) = train_all.split_validation();
+        let validation = validation.slice(0..500);
+        let run = |seed| {
+            let mut cfg = TrainConfig::new(Architecture::EdgeMlp);
+            cfg.epochs = 1;
+            cfg.limit = Some(640);
+            cfg.seed = seed;
+            let m = train(&cfg, &train_set, &validation, &mut Quiet).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("m.safetensors");
+            m.save(&path).unwrap();
+            std::fs::read(path).unwrap()
+        };
+        let a = run(5);
+        assert_eq!(a, run(5));
+        assert_ne!(a, run(6));
+    }
+}
