@@ -6,11 +6,13 @@ use std::path::PathBuf;
 /// tensor at fault, because they end up in front of an operator deploying a model file.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read or write {path}: {source}")]
+    /// The cause is in the message rather than `source()`, so that logging the error alone
+    /// says why.
+    #[error("cannot {action} {path}: {cause}")]
     Io {
+        action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: unknown model file extension (expected .safetensors or .gguf)")]
     UnknownExtension { path: PathBuf },

@@ -65,16 +65,18 @@ pub(crate) struct ModelFile {
 }
 
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
-    std::fs::read(path).map_err(|source| ModelError::Io {
+    std::fs::read(path).map_err(|cause| ModelError::Io {
+        action: "read",
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    std::fs::write(path, bytes).map_err(|source| ModelError::Io {
+    std::fs::write(path, bytes).map_err(|cause| ModelError::Io {
+        action: "write",
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 

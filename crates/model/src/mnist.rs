@@ -29,20 +29,19 @@ const TRAIN_LABELS: &str = "train-labels-idx1-ubyte.gz";
 const TEST_IMAGES: &str = "t10k-images-idx3-ubyte.gz";
 const TEST_LABELS: &str = "t10k-labels-idx1-ubyte.gz";
 
-/// Why an MNIST file could not be loaded. Every variant names the file.
+/// Why an MNIST file could not be loaded. Every variant names the file; causes are part of the
+/// message (not `source()`), so that printing the error alone says why.
 #[derive(Debug, thiserror::Error)]
 pub enum MnistError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path} is not a gzip file or its gzip stream is corrupt: {source}")]
+    #[error("{path} is not a gzip file or its gzip stream is corrupt: {cause}")]
     Gzip {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: bad magic number {found:#010x}, expected {expected:#010x} ({what})")]
     Magic {
@@ -208,14 +207,14 @@ fn load_labels(path: &Path) -> Result<Vec<u8>, MnistError> {
 }
 
 fn read_gz(path: &Path) -> Result<Vec<u8>, MnistError> {
-    let compressed = std::fs::read(path).map_err(|source| MnistError::Io {
+    let compressed = std::fs::read(path).map_err(|cause| MnistError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     if !compressed.starts_with(&[0x1f, 0x8b]) {
         return Err(MnistError::Gzip {
             path: path.to_path_buf(),
-            source: std::io::Error::new(
+            cause: std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "no gzip magic number (1f 8b) at the start",
             ),
@@ -224,9 +223,9 @@ fn read_gz(path: &Path) -> Result<Vec<u8>, MnistError> {
     let mut bytes = Vec::new();
     GzDecoder::new(compressed.as_slice())
         .read_to_end(&mut bytes)
-        .map_err(|source| {
+        .map_err(|cause| {
             // A gzip stream cut short is the common case of a truncated download.
-            if source.kind() == std::io::ErrorKind::UnexpectedEof {
+            if cause.kind() == std::io::ErrorKind::UnexpectedEof {
                 MnistError::Truncated {
                     path: path.to_path_buf(),
                     detail: "the gzip stream ends early".into(),
@@ -234,7 +233,7 @@ fn read_gz(path: &Path) -> Result<Vec<u8>, MnistError> {
             } else {
                 MnistError::Gzip {
                     path: path.to_path_buf(),
-                    source,
+                    cause,
                 }
             }
         })?;
