@@ -64,7 +64,18 @@ impl Model {
         Self::from_bytes(&bytes, format)
     }
 
+    /// Parses, checks and builds a model from file bytes, then runs it once on blank, grey and
+    /// white images so that weights which overflow are refused at load, not at serving time.
     pub fn from_bytes(bytes: &[u8], format: ModelFormat) -> Result<Self, ModelError> {
+        let model = Self::from_bytes_unchecked(bytes, format)?;
+        let n = model.metadata.input_len();
+        for value in [0.0f32, 0.5, 1.0] {
+            model.classify(&vec![value; n], 1)?;
+        }
+        Ok(model)
+    }
+
+    fn from_bytes_unchecked(bytes: &[u8], format: ModelFormat) -> Result<Self, ModelError> {
         let ModelFile {
             metadata,
             architecture,
@@ -239,8 +250,13 @@ impl Classifier for Model {
     fn classify(&self, inputs: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
         let mut out = self.logits(inputs, batch)?;
         let n = self.metadata.labels.len();
-        for row in out.chunks_mut(n) {
+        for (i, row) in out.chunks_mut(n).enumerate() {
             softmax_in_place(row, self.metadata.temperature);
+            // Inputs are not range-checked (the servers do that), but whatever they are, an
+            // answer of NaNs must be an error, not a response.
+            if row.iter().any(|p| !p.is_finite()) {
+                return Err(ModelError::NonFiniteOutput(format!("row {i} of {batch}")));
+            }
         }
         Ok(out)
     }

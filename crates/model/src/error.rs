@@ -50,6 +50,8 @@ pub enum ModelError {
         expected: String,
         actual: String,
     },
+    #[error("the model computes non-finite outputs ({0}): its weights are unusable")]
+    NonFiniteOutput(String),
     #[error("invalid input: {0}")]
     Input(String),
     #[error("unsupported: {0}")]

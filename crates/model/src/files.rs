@@ -381,6 +381,17 @@ fn parse_gguf(bytes: &[u8]) -> Result<ModelFile, ModelError> {
                 format: FORMAT,
                 detail: format!("tensor {name}: {e}"),
             })?;
+        // A NaN or infinite block scale would turn every answer into NaN.
+        let values = t
+            .dequantize(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(ModelError::Format {
+                format: FORMAT,
+                detail: format!("tensor {name} holds a non-finite value at index {i}"),
+            });
+        }
         weights.push((name.to_string(), t));
     }
     Ok(ModelFile {
@@ -723,6 +734,44 @@ mod tests {
                 ][..],
             ] {
                 let _ = err_of(Model::from_bytes(bytes, format));
+            }
+        }
+    }
+
+    /// A poor man's fuzzer: random byte flips of valid files must give `Ok` or `Err`, and an
+    /// `Ok` model must still classify, never panic.
+    #[test]
+    fn random_corruption_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let (m, params) = f32_params(Architecture::EdgeMlp);
+        let mut qm = m.clone();
+        qm.quantization = "q4_0".into();
+        let files = [
+            (
+                safetensors_bytes(&m, &params).unwrap(),
+                ModelFormat::Safetensors,
+            ),
+            (
+                gguf_bytes(&qm, &q_params(&qm, &params)).unwrap(),
+                ModelFormat::Gguf,
+            ),
+        ];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let x = vec![0.25f32; 784];
+        for (bytes, format) in &files {
+            // Flips in the header, where the structure is, are the interesting ones.
+            let header = bytes.len().min(1200);
+            for _ in 0..400 {
+                let mut b = bytes.clone();
+                for _ in 0..rng.random_range(1..4) {
+                    let i = rng.random_range(0..header);
+                    b[i] = rng.random();
+                }
+                if let Ok(model) = Model::from_bytes(&b, *format) {
+                    if let Ok(p) = model.classify(&x, 1) {
+                        assert!(p.iter().all(|v| v.is_finite()), "{format:?}: {p:?}");
+                    }
+                }
             }
         }
     }
