@@ -30,6 +30,9 @@ use crate::client_cmds::load::{
 use crate::client_cmds::tally::{Percentiles, Tally};
 use crate::client_cmds::{DEFAULT_BUDGET_MS, load::status_error};
 
+/// Requests per second of the default open loop.
+const DEFAULT_RATE: f64 = 400.0;
+
 /// Arguments of `edgeinfer sweep`.
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
@@ -53,9 +56,15 @@ pub struct SweepArgs {
     /// Warm-up requests per cell, not counted, so the router's estimates learn the new link.
     #[arg(long, default_value_t = 200)]
     pub warmup: u64,
-    /// Closed-loop workers.
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
+    /// Open loop (the default): requests per second sent to the edge whatever its answers do,
+    /// latency counted from each request's scheduled time. A moderate rate measures the link
+    /// and the models rather than queues: on a small machine running both nodes, a saturating
+    /// load would make every profile look like its CPU [default: 400].
+    #[arg(long, value_name = "REQ_PER_S", conflicts_with = "concurrency")]
+    pub rate: Option<f64>,
+    /// Closed loop instead: this many workers, each sending when its previous answer arrives.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
     /// Latency budget sent with every request (default: the edge's default budget).
     #[arg(long)]
     pub budget_ms: Option<u32>,
@@ -189,7 +198,16 @@ fn validate(args: &SweepArgs) -> Result<()> {
     }
     ensure!(!args.profiles.is_empty(), "--profiles is empty");
     ensure!(args.requests > 0, "--requests must be at least 1");
-    ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    ensure!(
+        args.concurrency != Some(0),
+        "--concurrency must be at least 1"
+    );
+    if let Some(rate) = args.rate {
+        ensure!(
+            rate.is_finite() && rate > 0.0,
+            "--rate must be a positive number of requests per second, not {rate}"
+        );
+    }
     if let Some(t) = args.cdf_threshold {
         ensure!(
             args.thresholds.contains(&t),
@@ -197,6 +215,17 @@ fn validate(args: &SweepArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Open loop at `--rate` (400 req/s by default) unless `--concurrency` asks for a closed loop.
+fn pacing(args: &SweepArgs) -> Pacing {
+    match args.concurrency {
+        Some(concurrency) => Pacing::Closed { concurrency },
+        None => Pacing::Open {
+            rate: args.rate.unwrap_or(DEFAULT_RATE),
+            max_in_flight: 10_000,
+        },
+    }
 }
 
 /// The threshold whose latency CDF is plotted: the one asked for, else the middle one.
@@ -227,7 +256,7 @@ async fn check_cloud(cloud: &str) -> Result<()> {
 
 /// Runs every cell against the edge at `edge`, then puts its policy and link back.
 async fn sweep_edge(edge: &str, args: &SweepArgs) -> Result<Sweep> {
-    let target = Target::connect(edge, args.concurrency.min(4)).await?;
+    let target = Target::connect(edge, 4).await?;
     let original = target
         .admin()
         .get_status(edgeinfer::v1::GetStatusRequest {})
@@ -307,9 +336,7 @@ async fn run_cells(
     let spec = |requests: u64, first_index: usize| LoadSpec {
         protocol: args.protocol,
         stop: Stop::Requests(requests),
-        pacing: Pacing::Closed {
-            concurrency: args.concurrency,
-        },
+        pacing: pacing(args),
         options: options.clone(),
         within_budget: Duration::from_millis(u64::from(budget_ms)),
         first_index,
@@ -412,6 +439,14 @@ fn write_table(sweep: &Sweep, args: &SweepArgs, out: &Path) -> Result<()> {
         "budget_ms": sweep.budget_ms,
         "requests_per_cell": args.requests,
         "warmup_per_cell": args.warmup,
+        "mode": match pacing(args) {
+            Pacing::Closed { .. } => "closed",
+            Pacing::Open { .. } => "open",
+        },
+        "rate": match pacing(args) {
+            Pacing::Open { rate, .. } => Some(rate),
+            Pacing::Closed { .. } => None,
+        },
         "concurrency": args.concurrency,
         "protocol": args.protocol.name(),
         "seed": args.seed,
@@ -487,7 +522,8 @@ mod tests {
             profiles: vec!["urllc".into()],
             requests: 1000,
             warmup: 0,
-            concurrency: 16,
+            rate: None,
+            concurrency: Some(16),
             budget_ms: None,
             protocol: Protocol::Native,
             seed: 1,
@@ -529,7 +565,8 @@ mod tests {
             profiles: vec!["lte".into()],
             requests: 1,
             warmup: 0,
-            concurrency: 1,
+            rate: None,
+            concurrency: None,
             budget_ms: None,
             protocol: Protocol::Native,
             seed: 1,
