@@ -145,7 +145,15 @@ impl Upstream {
         let mut client = self.inference.clone();
         match tokio::time::timeout(timeout, client.infer(request)).await {
             Err(_) => Err(CallError::Timeout(timeout)),
-            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+            // The deadline passed: reported by the cloud (DEADLINE_EXCEEDED) or by the
+            // client side (the link layer enforces grpc-timeout and yields CANCELLED, as a
+            // real channel's timeout does).
+            Ok(Err(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                ) =>
+            {
                 Err(CallError::Timeout(timeout))
             }
             Ok(Err(status)) => Err(CallError::Unavailable(format!(
