@@ -288,6 +288,81 @@ pub fn softmax_in_place(row: &mut [f32], temperature: f32) {
 mod tests {
     use super::*;
 
+    fn inputs(batch: usize) -> Vec<f32> {
+        (0..batch * 784)
+            .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+            .collect()
+    }
+
+    /// Any batch size gives, row for row, what batch 1 gives (up to summation order), for
+    /// every kind of model, and bad shapes are input errors.
+    #[test]
+    fn every_batch_size_agrees_with_batch_one() {
+        let mlp = Model::untrained(Architecture::EdgeMlp, 1).unwrap();
+        let models = [
+            mlp.quantize("q8_0").unwrap(),
+            mlp.quantize("q4_0").unwrap(),
+            mlp,
+            Model::untrained(Architecture::CloudCnn, 1).unwrap(),
+        ];
+        for model in &models {
+            let x = inputs(70);
+            let rows: Vec<f32> = x
+                .chunks(784)
+                .flat_map(|img| model.classify(img, 1).unwrap())
+                .collect();
+            for batch in [1, 2, 3, 31, 64, 70] {
+                let got = model.classify(&x[..batch * 784], batch).unwrap();
+                assert_eq!(got.len(), batch * 10);
+                for (a, b) in got.iter().zip(&rows) {
+                    assert!(
+                        (a - b).abs() < 1e-4,
+                        "{}: batch {batch}",
+                        model.metadata().quantization
+                    );
+                }
+            }
+            for row in rows.chunks(10) {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+            }
+            assert!(matches!(
+                model.classify(&x[..784], 0),
+                Err(ModelError::Input(_))
+            ));
+            assert!(matches!(
+                model.classify(&x[..783], 1),
+                Err(ModelError::Input(_))
+            ));
+            assert!(matches!(
+                model.classify(&x[..784], 2),
+                Err(ModelError::Input(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn concurrent_callers_get_their_own_answers() {
+        let model: Arc<dyn Classifier> = Arc::new(
+            Model::untrained(Architecture::EdgeMlp, 2)
+                .unwrap()
+                .quantize("q8_0")
+                .unwrap(),
+        );
+        let want: Vec<Vec<f32>> = (1..=4)
+            .map(|b| model.classify(&inputs(b), b).unwrap())
+            .collect();
+        std::thread::scope(|s| {
+            for (i, want) in want.iter().enumerate() {
+                let model = model.clone();
+                s.spawn(move || {
+                    for _ in 0..200 {
+                        assert_eq!(&model.classify(&inputs(i + 1), i + 1).unwrap(), want);
+                    }
+                });
+            }
+        });
+    }
+
     #[test]
     fn softmax_with_temperature() {
         let mut a = [1.0f32, 2.0, 3.0];
