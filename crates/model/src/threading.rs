@@ -27,9 +27,11 @@
 //!   thread* (`ThreadPoolBuilder::use_current_thread`), built once per calling thread. gemm
 //!   still splits its work, but every piece runs inline on the caller, as do rayon loops; the
 //!   global pool and the servers' pools are untouched and no environment variable is read or
-//!   written. rayon leaks such a pool's small registry when its thread exits, so models should
-//!   be called from long-lived worker threads. A caller that is already a worker of another
-//!   rayon pool keeps that pool.
+//!   written. Two consequences for callers: the calling thread stays a member of that pool, so
+//!   any rayon work it does later also runs inline on it (call models from threads that exist
+//!   for model work, such as the batcher's); and rayon leaks the pool's small registry when the
+//!   thread exits, so those threads should be long-lived. A caller that is already a worker of
+//!   another rayon pool keeps that pool.
 //! - **In the process environment, for (1) and (3),** because candle reads these only from the
 //!   environment: `RAYON_NUM_THREADS` set to the available parallelism (the size rayon picks
 //!   anyway, so the servers' rayon is unchanged, but candle stops parsing `/proc/cpuinfo`), and
