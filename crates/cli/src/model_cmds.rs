@@ -342,7 +342,7 @@ impl TrainObserver for Progress {
     fn batch_done(&mut self, loss: f32) {
         if let Some(bar) = &self.bar {
             bar.inc(1);
-            if bar.position() % 20 == 0 {
+            if bar.position() % 20 == 1 {
                 bar.set_message(format!("{loss:.4}"));
             }
         }
