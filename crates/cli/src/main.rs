@@ -44,8 +44,19 @@ enum Command {
     Link(link_cmds::LinkCommand),
 }
 
+/// Sets candle's thread settings (one thread per forward pass; see
+/// `edgeinfer_model::threading`) before anything reads them, then runs `async_main`.
+fn main() -> ExitCode {
+    for (key, value) in edgeinfer_model::threading::env_defaults() {
+        // SAFETY: first thing in `main`: no other thread exists yet, so nothing reads the
+        // environment while it changes.
+        unsafe { std::env::set_var(key, value) };
+    }
+    async_main()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn async_main() -> ExitCode {
     match run(Cli::parse().command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -5,8 +5,19 @@ use std::process::ExitCode;
 use cloud_node::{CloudConfig, load_model, run};
 use edgeinfer_serving::cli::{EXIT_CONFIG, bind_listeners, init_tracing, parse_or_exit};
 
+/// Sets candle's thread settings (one thread per forward pass; see
+/// `edgeinfer_model::threading`) before anything reads them, then runs `async_main`.
+fn main() -> ExitCode {
+    for (key, value) in edgeinfer_model::threading::env_defaults() {
+        // SAFETY: first thing in `main`: no other thread exists yet, so nothing reads the
+        // environment while it changes.
+        unsafe { std::env::set_var(key, value) };
+    }
+    async_main()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn async_main() -> ExitCode {
     let config: CloudConfig = parse_or_exit();
     init_tracing(&config.log_format);
     // Everything that can be wrong with the configuration is found before a port is bound.
