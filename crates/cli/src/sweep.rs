@@ -182,7 +182,7 @@ pub async fn run_sweep(args: &SweepArgs) -> Result<()> {
     plots::accuracy_vs_offload(&args.out.join("accuracy_vs_offload.png"), &sweep)?;
     plots::latency_cdf(&args.out.join("latency_cdf.png"), &sweep)?;
     eprintln!(
-        "wrote {}/{{sweep.csv, sweep.json, accuracy_vs_offload.png, latency_cdf.png}}",
+        "wrote sweep.csv, sweep.json, accuracy_vs_offload.png and latency_cdf.png to {}",
         args.out.display()
     );
     Ok(())
