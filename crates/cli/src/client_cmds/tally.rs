@@ -243,6 +243,7 @@ impl BenchReport {
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let pacing = match (self.concurrency, self.rate) {
+            (Some(1), _) => "closed loop, 1 worker".to_string(),
             (Some(c), _) => format!("closed loop, {c} workers"),
             (_, Some(r)) => format!("open loop, {r} req/s"),
             _ => String::new(),
@@ -256,8 +257,11 @@ impl BenchReport {
         };
         let _ = writeln!(
             s,
-            "bench {} {} ({pacing}, {} connections)",
-            self.protocol, self.addr, self.connections
+            "bench {} {} ({pacing}, {} connection{})",
+            self.protocol,
+            self.addr,
+            self.connections,
+            if self.connections == 1 { "" } else { "s" }
         );
         let errors = if self.errors.is_empty() {
             String::new()
