@@ -441,6 +441,33 @@ def _(ctx):
     assert report["mode"] == "open" and 150 <= report["requests"] <= 250, report
 
 
+@check("edgeinfer sweep: table and plots, against the running edge and in process")
+def _(ctx):
+    status_before = grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/GetStatus")
+    small = ["--thresholds", "0.5,0.99", "--profiles", "urllc,lte", "--requests", "150", "--warmup", "20",
+             "--rate", "500"]
+    for mode in (["--edge", f"http://{ctx.edge}", "--cloud", ctx.cloud], []):
+        with tempfile.TemporaryDirectory() as out:
+            rc, text = run(["edgeinfer", "sweep", *small, *mode, "--out", out], timeout=300)
+            assert rc == 0, text
+            rows = (Path(out) / "sweep.csv").read_text().splitlines()
+            assert rows[0].startswith("profile,threshold,requests,ok,errors,accuracy,edge_share,offloaded_share"), rows[0]
+            assert len(rows) == 1 + 4, rows
+            table = json.loads((Path(out) / "sweep.json").read_text())
+            by_cell = {(r["profile"], round(r["threshold"], 3)): r for r in table["rows"]}
+            assert all(r["ok"] == 150 for r in table["rows"]), table["rows"]
+            # On urllc nothing stops the edge from asking the cloud, so a stricter threshold
+            # must offload more (on lossier links the circuit breaker may legitimately not).
+            low, high = by_cell[("urllc", 0.5)], by_cell[("urllc", 0.99)]
+            assert high["edge_share"] < low["edge_share"], (low, high)
+            for name in ("accuracy_vs_offload.png", "latency_cdf.png"):
+                assert (Path(out) / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    # The running edge got its threshold and link back.
+    status_after = grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/GetStatus")
+    assert status_after["linkProfile"] == status_before["linkProfile"], status_after
+    assert status_after["policy"]["threshold"] == status_before["policy"]["threshold"], status_after
+
+
 # === the README walkthrough ===
 
 
