@@ -36,6 +36,9 @@ use crate::estimates::PathEstimates;
 use crate::policy::confidence;
 use crate::upstream::{CallError, CloudAnswer, Upstream};
 
+/// Time kept back from the cloud call for answering from the edge if the cloud fails.
+const FALLBACK_RESERVE: Duration = Duration::from_millis(3);
+
 /// Encoded size of a cloud answer for a model with `classes` labels: the probabilities
 /// dominate; ids, labels and timing add about a hundred bytes.
 fn expected_answer_bytes(classes: usize) -> usize {
@@ -311,7 +314,13 @@ impl EdgeNode {
         }
         let budget = self.budget(&call, &policy);
         let deadline = call.received + budget;
-        let remaining = || deadline.saturating_duration_since(Instant::now());
+        // The cloud gets the budget less a small reserve, so that a fallback after a cloud
+        // timeout is still answered within the budget (timers fire on whole milliseconds).
+        let remaining = || {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(FALLBACK_RESERVE)
+        };
         let threshold = call.min_confidence.unwrap_or(policy.threshold);
 
         match (call.placement, &self.upstream) {
