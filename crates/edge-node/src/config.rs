@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use edgeinfer::v1::ConfidenceMetric;
@@ -141,13 +140,12 @@ fn parse_unit(s: &str) -> Result<f32, String> {
 impl EdgeConfig {
     /// The batcher settings.
     pub fn batcher(&self) -> BatcherConfig {
-        let default = BatcherConfig::default();
-        BatcherConfig {
-            max_batch: self.max_batch as usize,
-            max_queue: self.max_queue as usize,
-            max_queue_delay: Duration::from_micros(self.queue_delay_us),
-            workers: self.workers.map_or(default.workers, |w| w as usize),
-        }
+        BatcherConfig::from_flags(
+            self.max_batch,
+            self.max_queue,
+            self.queue_delay_us,
+            self.workers,
+        )
     }
 
     /// True when a cloud is configured.

@@ -44,6 +44,23 @@ impl Default for BatcherConfig {
     }
 }
 
+impl BatcherConfig {
+    /// The settings as both nodes' flags give them; `workers: None` means one per core.
+    pub fn from_flags(
+        max_batch: u32,
+        max_queue: u32,
+        queue_delay_us: u64,
+        workers: Option<u32>,
+    ) -> Self {
+        Self {
+            max_batch: max_batch as usize,
+            max_queue: max_queue as usize,
+            max_queue_delay: Duration::from_micros(queue_delay_us),
+            workers: workers.map_or(Self::default().workers, |w| w as usize),
+        }
+    }
+}
+
 /// Why the batcher could not score a request.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
