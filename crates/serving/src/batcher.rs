@@ -315,6 +315,8 @@ mod tests {
         meta: ModelMetadata,
         batches: Mutex<Vec<usize>>,
         gate: Mutex<()>,
+        /// Forward passes started (the worker is inside the model, maybe waiting on the gate).
+        entered: AtomicUsize,
     }
 
     impl Classifier for Recorder {
@@ -322,6 +324,7 @@ mod tests {
             &self.meta
         }
         fn classify(&self, inputs: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
+            self.entered.fetch_add(1, Ordering::SeqCst);
             let _held = self.gate.lock().unwrap();
             self.batches.lock().unwrap().push(batch);
             // Probability of label 1 is the first input value: lets tests match rows.
@@ -349,6 +352,7 @@ mod tests {
             },
             batches: Mutex::default(),
             gate: Mutex::default(),
+            entered: AtomicUsize::new(0),
         })
     }
 
@@ -386,8 +390,8 @@ mod tests {
             let b = b.clone();
             async move { b.classify(vec![0.0, 0.0]).await }
         });
-        // The worker has taken the first request once the queue is empty again.
-        while !(b.tx.is_empty() && b.in_flight() == 1) {
+        // The worker is inside the model with the first request.
+        while model.entered.load(Ordering::SeqCst) < 1 {
             tokio::task::yield_now().await;
         }
         let rest: Vec<_> = (1..=5)
@@ -420,7 +424,7 @@ mod tests {
             tokio::spawn(async move { b.classify(vec![0.0, 0.0]).await })
         };
         let mut pending = vec![spawn()];
-        while !(b.tx.is_empty() && b.in_flight() == 1) {
+        while model.entered.load(Ordering::SeqCst) < 1 {
             tokio::task::yield_now().await;
         }
         pending.push(spawn());
@@ -445,7 +449,7 @@ mod tests {
             let b = b.clone();
             async move { b.classify(vec![0.0, 0.0]).await }
         });
-        while !(b.tx.is_empty() && b.in_flight() == 1) {
+        while model.entered.load(Ordering::SeqCst) < 1 {
             tokio::task::yield_now().await;
         }
         let abandoned = tokio::spawn({
