@@ -349,11 +349,12 @@ impl EdgeNode {
         }
 
         // Step 3: the edge cannot make it in time but the cloud can.
-        if let Some(upstream) = &self.upstream {
+        // The cloud message is built only when the edge is late: not on every request's path.
+        if let Some(upstream) = &self.upstream
+            && self.batcher.expected_completion() > remaining()
+        {
             let request = self.cloud_request(&call, remaining());
-            let bytes = request.encoded_len();
-            let edge_late = self.batcher.expected_completion() > remaining();
-            if edge_late && self.cloud_fits(bytes, remaining()) && self.circuit.allow() {
+            if self.cloud_fits(request.encoded_len(), remaining()) && self.circuit.allow() {
                 return match self.call_cloud(upstream, request, remaining()).await {
                     Ok(answer) => {
                         Ok(self.cloud_answer(&call, None, answer, Reason::EdgeOverloaded))
