@@ -54,8 +54,8 @@ impl CloudNode {
 
 #[tonic::async_trait]
 impl Node for CloudNode {
-    fn models(&self) -> Vec<ModelMetadata> {
-        vec![self.batcher.metadata().clone()]
+    fn models(&self) -> &[ModelMetadata] {
+        std::slice::from_ref(self.batcher.metadata())
     }
 
     async fn infer(&self, call: Call) -> Result<InferResponse, ServeError> {

@@ -410,8 +410,8 @@ impl EdgeNode {
 
 #[tonic::async_trait]
 impl Node for EdgeNode {
-    fn models(&self) -> Vec<ModelMetadata> {
-        vec![self.meta().clone()]
+    fn models(&self) -> &[ModelMetadata] {
+        std::slice::from_ref(self.meta())
     }
 
     async fn infer(&self, call: Call) -> Result<InferResponse, ServeError> {

@@ -37,7 +37,7 @@ pub struct Call {
 pub trait Node: Send + Sync + 'static {
     /// The concrete models this node serves. The first one is the one the task name (its
     /// `task` field) resolves to.
-    fn models(&self) -> Vec<ModelMetadata>;
+    fn models(&self) -> &[ModelMetadata];
 
     /// Answers one call.
     async fn infer(&self, call: Call) -> Result<InferResponse, ServeError>;
