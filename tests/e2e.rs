@@ -93,6 +93,25 @@ async fn warmed_up(a: &mut EdgeAdminClient<Channel>) {
     panic!("the edge never measured the cloud round trip");
 }
 
+/// Polls the edge's median round trip (ms) for up to 3 s until `done` holds, and returns the
+/// last value seen.
+async fn rtt_median_within(a: &mut EdgeAdminClient<Channel>, done: impl Fn(f64) -> bool) -> f64 {
+    let mut last = 0.0;
+    for _ in 0..150 {
+        let s = a
+            .get_status(GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        last = s.estimates.unwrap().rtt_p50_ms;
+        if done(last) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    last
+}
+
 fn assert_within_budget(r: &InferResponse, budget_ms: u64) {
     let total = r.timing.unwrap().total_us;
     assert!(
@@ -458,6 +477,29 @@ async fn admin_switches_the_link_and_the_policy_at_run_time() {
         .into_inner();
     assert_eq!(status.link_profile, "lte");
     assert_eq!(status.policy.unwrap().threshold, 0.5);
+
+    // The same link with a new seed keeps what the edge learned; another link starts afresh.
+    // The median round trip tells them apart: 64 lte samples would hold it above 10 ms for
+    // 32 more probes (8 s), a reset lets a few `ideal` probes bring it near 0.
+    let switch = |name: &str| SetLinkProfileRequest {
+        profile: Some(Profile::Name(name.into())),
+        seed: 8,
+    };
+    let lte = rtt_median_within(&mut a, |ms| ms > 10.0).await;
+    a.set_link_profile(switch("lte")).await.unwrap();
+    // Read at once: given time, new lte probes would hide a reset.
+    let kept = rtt_median_within(&mut a, |_| true).await;
+    assert!(
+        kept > 10.0,
+        "lte round trip {lte} ms forgotten: now {kept} ms"
+    );
+    a.set_link_profile(switch("ideal")).await.unwrap();
+    let fresh = rtt_median_within(&mut a, |ms| ms < 5.0).await;
+    assert!(
+        fresh < 5.0,
+        "lte round trip kept for ideal: median {fresh} ms"
+    );
+
     let unknown = a
         .set_link_profile(SetLinkProfileRequest {
             profile: Some(Profile::Name("6g".into())),

@@ -45,6 +45,7 @@ pub fn status(node: &EdgeNode) -> EdgeStatus {
         estimates: Some(Estimates {
             srtt_ms: ms(est.srtt.unwrap_or(0.0)),
             rttvar_ms: ms(est.rttvar),
+            rtt_p50_ms: ms(est.rtt_p50.unwrap_or(0.0)),
             uplink_mbps: est.uplink_bps.unwrap_or(0.0) / 1e6,
             downlink_mbps: est.downlink_bps.unwrap_or(0.0) / 1e6,
             cloud_ms: ms(est.cloud),
@@ -95,9 +96,12 @@ impl EdgeAdmin for AdminService {
         };
         let seed = (r.seed != 0).then_some(r.seed);
         tracing::info!(profile = %profile.name, ?seed, "link profile switched");
+        // What was learned about the old link says nothing about a different one; the same
+        // link with a new seed behaves alike, and keeps what the edge learned of it.
+        if self.node.link.profile() != profile {
+            self.node.estimates.reset();
+        }
         self.node.link.set_profile(profile.clone(), seed);
-        // What was learned about the old link says nothing about the new one.
-        self.node.estimates.reset();
         Ok(Response::new(SetLinkProfileResponse {
             link_profile: profile.name.clone(),
             document: profile.to_json(),

@@ -79,6 +79,16 @@ impl CircuitBreaker {
         open
     }
 
+    /// Records a call that says nothing of the cloud's health (it ran out of a budget shorter
+    /// than the path's usual worst case): failures so far stand, and a half-open circuit lets
+    /// the next trial through.
+    pub fn inconclusive(&self) {
+        let mut s = self.lock();
+        if let State::HalfOpen { trial_out } = &mut *s {
+            *trial_out = false;
+        }
+    }
+
     /// The state, as the API reports it.
     pub fn state(&self) -> CircuitState {
         match *self.lock() {
@@ -122,5 +132,19 @@ mod tests {
         assert!(c.failure());
         assert_eq!(c.state(), CircuitState::Open);
         assert!(!c.allow());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_inconclusive_call_neither_counts_nor_keeps_the_trial() {
+        let c = CircuitBreaker::new(2, Duration::from_secs(1));
+        assert!(!c.failure());
+        c.inconclusive();
+        assert!(c.failure(), "the earlier failure still counts");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(c.allow());
+        assert!(!c.allow());
+        c.inconclusive();
+        assert_eq!(c.state(), CircuitState::HalfOpen);
+        assert!(c.allow(), "the trial slot is free again");
     }
 }

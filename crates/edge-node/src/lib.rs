@@ -181,14 +181,7 @@ async fn probe_loop(node: Arc<EdgeNode>, upstream: Upstream, every: Duration) {
     loop {
         // A probe is a trial like any call: it waits for the circuit's permission.
         if node.circuit.allow() {
-            let timeout = node
-                .estimates
-                .snapshot()
-                .srtt
-                .map_or(Duration::from_secs(1), |s| {
-                    Duration::from_secs_f64((s * 4.0).clamp(0.05, 2.0))
-                });
-            match upstream.probe(timeout).await {
+            match upstream.probe(node.estimates.rto()).await {
                 Ok(rtt) => {
                     node.estimates.observe_rtt(rtt);
                     node.circuit.success();

@@ -204,6 +204,13 @@ impl EdgeNode {
                     );
                 }
             }
+            // A call cut short by a budget below the path's retransmission timeout
+            // (SRTT + 4 RTTVAR) was a gamble on a fast exchange, not a test of the cloud:
+            // on a heavy-tailed link such calls miss often while the cloud is fine.
+            Err(CallError::Timeout(_)) if remaining < self.estimates.rto() => {
+                self.circuit.inconclusive();
+                tracing::debug!(?remaining, "cloud call ran out of a short budget");
+            }
             Err(e) => {
                 if self.circuit.failure() {
                     tracing::warn!(error = %e, "circuit to the cloud opened");
