@@ -444,7 +444,7 @@ def _(ctx):
 @check("edgeinfer sweep: table and plots, against the running edge and in process")
 def _(ctx):
     status_before = grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/GetStatus")
-    small = ["--thresholds", "0.5,0.99", "--profiles", "urllc,lte", "--requests", "150", "--warmup", "20",
+    small = ["--thresholds", "0.5,0.99", "--profiles", "urllc,lte", "--requests", "150", "--warmup", "1",
              "--rate", "500"]
     for mode in (["--edge", f"http://{ctx.edge}", "--cloud", ctx.cloud], []):
         with tempfile.TemporaryDirectory() as out:

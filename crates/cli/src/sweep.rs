@@ -53,9 +53,11 @@ pub struct SweepArgs {
     /// Measured requests per cell (threshold and profile).
     #[arg(long, default_value_t = 2000)]
     pub requests: u64,
-    /// Warm-up requests per cell, not counted, so the router's estimates learn the new link.
-    #[arg(long, default_value_t = 200)]
-    pub warmup: u64,
+    /// Seconds of warm-up load per cell, not counted. Switching the link makes the edge forget
+    /// its estimates; it relearns the round trip from probes sent every 250 ms, so 3 s give it
+    /// a dozen samples before anything is measured.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    pub warmup: f64,
     /// Open loop (the default): requests per second sent to the edge whatever its answers do,
     /// latency counted from each request's scheduled time. A moderate rate measures the link
     /// and the models rather than queues: on a small machine running both nodes, a saturating
@@ -199,6 +201,11 @@ fn validate(args: &SweepArgs) -> Result<()> {
     ensure!(!args.profiles.is_empty(), "--profiles is empty");
     ensure!(args.requests > 0, "--requests must be at least 1");
     ensure!(
+        args.warmup.is_finite() && args.warmup >= 0.0,
+        "--warmup must be a number of seconds, 0 or more, not {}",
+        args.warmup
+    );
+    ensure!(
         args.concurrency != Some(0),
         "--concurrency must be at least 1"
     );
@@ -333,9 +340,9 @@ async fn run_cells(
         oip_dtype: OipDtype::Uint8,
         timeout: Duration::from_secs(10),
     };
-    let spec = |requests: u64, first_index: usize| LoadSpec {
+    let spec = |stop: Stop, first_index: usize| LoadSpec {
         protocol: args.protocol,
-        stop: Stop::Requests(requests),
+        stop,
         pacing: pacing(args),
         options: options.clone(),
         within_budget: Duration::from_millis(u64::from(budget_ms)),
@@ -366,13 +373,14 @@ async fn run_cells(
                 .map_err(|s| {
                     anyhow::anyhow!("cannot set threshold {threshold}: {}", s.message())
                 })?;
-            if args.warmup > 0 {
-                // Warm-up images come from the end of the test set, measured ones from the
-                // start, so every cell is scored on the same images.
-                let first = inputs.len().saturating_sub(args.warmup as usize);
-                load::run(target, inputs, &spec(args.warmup, first), &hidden).await?;
+            if args.warmup > 0.0 {
+                // Warm-up images come from the second half of the test set, measured ones
+                // from the start, so every cell is scored on the same images.
+                let warmup = Stop::Duration(Duration::from_secs_f64(args.warmup));
+                load::run(target, inputs, &spec(warmup, inputs.len() / 2), &hidden).await?;
             }
-            let tally = load::run(target, inputs, &spec(args.requests, 0), &hidden).await?;
+            let measured = Stop::Requests(args.requests);
+            let tally = load::run(target, inputs, &spec(measured, 0), &hidden).await?;
             if tally.ok == 0 {
                 bail!(
                     "profile {profile}, threshold {threshold}: no request succeeded ({:?})",
@@ -438,7 +446,7 @@ fn write_table(sweep: &Sweep, args: &SweepArgs, out: &Path) -> Result<()> {
     let json = serde_json::json!({
         "budget_ms": sweep.budget_ms,
         "requests_per_cell": args.requests,
-        "warmup_per_cell": args.warmup,
+        "warmup_seconds_per_cell": args.warmup,
         "mode": match pacing(args) {
             Pacing::Closed { .. } => "closed",
             Pacing::Open { .. } => "open",
@@ -521,7 +529,7 @@ mod tests {
             thresholds: vec![0.5, 0.8, 0.9, 0.95, 0.99, 0.999],
             profiles: vec!["urllc".into()],
             requests: 1000,
-            warmup: 0,
+            warmup: 0.0,
             rate: None,
             concurrency: Some(16),
             budget_ms: None,
@@ -564,7 +572,7 @@ mod tests {
             thresholds: vec![0.99, 0.5, 0.9],
             profiles: vec!["lte".into()],
             requests: 1,
-            warmup: 0,
+            warmup: 0.0,
             rate: None,
             concurrency: None,
             budget_ms: None,
