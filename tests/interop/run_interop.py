@@ -14,6 +14,9 @@ What is checked, each with the client a user would use:
 - stubs generated from proto/ with grpcio-tools: Infer, InferStream, ListModels, provenance;
 - grpcio-health-checking: Check on the whole server and on each service name;
 - the `edgeinfer` client commands (infer, bench in both protocols, health);
+- TLS: `edgeinfer up` with a certificate made by the README's openssl commands, called by
+  grpcurl, the edgeinfer commands, generated stubs and tritonclient, with mutual TLS at the
+  cloud;
 - the README walkthrough: every fenced block tagged `interop` is run as written (the default
   addresses are replaced by the ones of the servers under test).
 
@@ -505,6 +508,85 @@ def _(ctx):
             rc, out = run(script, shell=True, cwd=scratch, env=env, timeout=300)
             assert rc == 0, f"README block failed (exit {rc}):\n{body}\n--- output:\n{out}"
             print(textwrap_indent(out), end="")
+
+
+def start_up(*args):
+    """Starts `edgeinfer up` on free ports with extra `args`; returns (process, edge, cloud)."""
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(
+        ["edgeinfer", "up", "--edge-listen", "127.0.0.1:0", "--cloud-listen", "127.0.0.1:0",
+         "--edge-metrics-listen", "off", "--cloud-metrics-listen", "off", *args],
+        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        log.seek(0)
+        text = log.read()
+        edge = re.search(r"edge listening on (\S+)", text)
+        cloud = re.search(r"cloud listening on (\S+)", text)
+        if edge and cloud and "ready in" in text:
+            return proc, edge.group(1), cloud.group(1)
+        if proc.poll() is not None:
+            raise AssertionError(f"edgeinfer up exited {proc.returncode}:\n{text}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("edgeinfer up did not get ready within 60 s")
+
+
+def stop_up(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@check("TLS: README's tls-demo blocks, grpcurl, stubs and tritonclient over TLS; mTLS at the cloud")
+def _(ctx):
+    blocks = readme_blocks()
+    demo = [body for info, body in blocks if re.search(r"\btls-demo\b", info)]
+    assert len(demo) == 2, f"expected the certificate and the calls blocks, found {len(demo)}"
+    certs, calls = demo
+    with tempfile.TemporaryDirectory() as scratch:
+        rc, out = run("set -euo pipefail\n" + certs, shell=True, cwd=scratch)
+        assert rc == 0, f"certificate block failed:\n{out}"
+        tls = Path(scratch) / "tls"
+        proc, edge, cloud = start_up("--tls-cert", str(tls / "node.pem"), "--tls-key", str(tls / "node.key"),
+                                     "--tls-ca", str(tls / "ca.pem"))
+        try:
+            env = dict(os.environ, EDGEINFER_ADDR=f"https://{edge}")
+            script = "set -euo pipefail\n" + calls.replace(README_EDGE, edge).replace(README_CLOUD, cloud)
+            rc, out = run(script, shell=True, cwd=scratch, env=env)
+            assert rc == 0, f"README TLS calls failed (exit {rc}):\n{calls}\n--- output:\n{out}"
+            assert "served by    cloud" in out, out
+            print(textwrap_indent(out), end="")
+
+            # Plaintext to the TLS edge fails; the cloud refuses a client without a certificate.
+            rc, out = run(["grpcurl", "-plaintext", "-max-time", "5", edge, "list"])
+            assert rc != 0, out
+            rc, out = run(["grpcurl", "-cacert", str(tls / "ca.pem"), "-max-time", "5", cloud,
+                           "grpc.health.v1.Health/Check"])
+            assert rc != 0, f"the cloud answered a client without a certificate:\n{out}"
+
+            # Generated stubs with grpc's TLS credentials.
+            pb, pb_grpc, _, _ = generated_stubs()
+            creds = grpc.ssl_channel_credentials(root_certificates=(tls / "ca.pem").read_bytes())
+            with grpc.secure_channel(edge, creds) as channel:
+                reply = pb_grpc.InferenceStub(channel).Infer(
+                    pb.InferRequest(raw=bytes(ctx.images[0]), placement=pb.CLOUD_ONLY), timeout=10)
+            assert reply.label == str(ctx.labels[0]) and reply.served_by == pb.CLOUD, reply
+
+            # tritonclient over TLS.
+            import tritonclient.grpc as tc
+            client = tc.InferenceServerClient(edge, ssl=True, root_certificates=str(tls / "ca.pem"))
+            assert client.is_server_ready()
+            pixels = tc.InferInput("input", [4, 784], "UINT8")
+            pixels.set_data_from_numpy(ctx.images[:4].copy())
+            result = client.infer("mnist", [pixels])
+            got = result.as_numpy("probabilities").argmax(axis=1)
+            assert list(got) == list(ctx.labels[:4]), (got, ctx.labels[:4])
+        finally:
+            stop_up(proc)
 
 
 def textwrap_indent(text, limit=12):

@@ -26,7 +26,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-use load::{LoadSpec, OipDtype, Pacing, PlacementArg, Protocol, RequestOptions, Stop, Target};
+use load::{
+    LoadSpec, OipDtype, Pacing, PlacementArg, Protocol, RequestOptions, Stop, Target, TlsArgs,
+};
 
 /// Address of the edge under `edgeinfer up`.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
@@ -48,6 +50,8 @@ pub struct InferArgs {
     /// Server address (an edge or a cloud node).
     #[arg(long, env = ENV_ADDR, default_value = DEFAULT_ADDR)]
     pub addr: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Image file to classify (PNG or JPEG, any size; the server converts it).
     #[arg(
         long,
@@ -100,7 +104,7 @@ pub async fn run_infer(args: &InferArgs) -> Result<()> {
         (None, None) => bail!("give --image FILE or --mnist-test INDEX"),
     };
 
-    let target = Target::connect(&args.addr, 1).await?;
+    let target = Target::connect(&args.addr, 1, &args.tls).await?;
     let mut request = tonic::Request::new(InferRequest {
         id: String::new(),
         input: Some(input),
@@ -201,6 +205,8 @@ pub struct BenchArgs {
     /// Server address (an edge or a cloud node, or any Open Inference Protocol server).
     #[arg(long, env = ENV_ADDR, default_value = DEFAULT_ADDR)]
     pub addr: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// API to load: the native `Infer` or the Open Inference Protocol's `ModelInfer`.
     #[arg(long, value_enum, default_value_t = Protocol::Native)]
     pub protocol: Protocol,
@@ -284,7 +290,7 @@ pub async fn run_bench(args: &BenchArgs) -> Result<()> {
         .max(1);
 
     let inputs = load::mnist_test_set()?;
-    let target = Target::connect(&args.addr, connections).await?;
+    let target = Target::connect(&args.addr, connections, &args.tls).await?;
     let budget_ms = match args.budget_ms {
         Some(ms) => ms,
         None => target
@@ -358,6 +364,8 @@ pub struct HealthArgs {
     /// Server address.
     #[arg(long, env = ENV_ADDR, default_value = DEFAULT_ADDR)]
     pub addr: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Service to check, for example `edgeinfer.v1.Inference`; empty checks the whole server.
     #[arg(long, default_value = "")]
     pub service: String,
@@ -376,7 +384,7 @@ pub async fn run_health(args: &HealthArgs) -> Result<()> {
         format!("{} service {}", args.addr, args.service)
     };
     let check = async {
-        let target = Target::connect_with_timeout(&args.addr, 1, timeout).await?;
+        let target = Target::connect_with_timeout(&args.addr, 1, &args.tls, timeout).await?;
         let mut request = tonic::Request::new(HealthCheckRequest {
             service: args.service.clone(),
         });

@@ -63,6 +63,21 @@ pub struct LocalOptions {
     pub threshold: Option<f32>,
     /// Default budget, when not the default.
     pub budget_ms: Option<u32>,
+    /// TLS for both nodes and between them; plaintext when `None`.
+    pub tls: Option<LocalTls>,
+}
+
+/// PEM files for [`LocalOptions::tls`]. Both nodes serve `cert`; the cloud also requires
+/// client certificates that chain to `ca` (mutual TLS), and the edge presents `cert` to it and
+/// checks the cloud's against `ca`. `cert` must name 127.0.0.1, where the nodes listen.
+#[derive(Clone, Debug)]
+pub struct LocalTls {
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Certificate chain of both nodes.
+    pub cert: PathBuf,
+    /// Key of `cert`.
+    pub key: PathBuf,
 }
 
 impl Default for LocalOptions {
@@ -79,6 +94,7 @@ impl Default for LocalOptions {
             seed: 1,
             threshold: None,
             budget_ms: None,
+            tls: None,
         }
     }
 }
@@ -131,9 +147,13 @@ impl Running {
 
 /// Loads both models, binds, and starts serving.
 pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
+    let tls = options.tls.as_ref();
     let cloud_config = CloudConfig {
         listen: options.cloud_listen,
         metrics_listen: options.cloud_metrics_listen,
+        tls_cert: tls.map(|t| t.cert.clone()),
+        tls_key: tls.map(|t| t.key.clone()),
+        tls_client_ca: tls.map(|t| t.ca.clone()),
         ..CloudConfig::for_model(&options.cloud_model)
     };
     let cloud_model = cloud_node::load_model(&cloud_config)?;
@@ -146,7 +166,15 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         .map(|l| l.local_addr())
         .transpose()?;
 
-    let mut edge_config = EdgeConfig::for_model(&options.edge_model, format!("http://{cloud}"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut edge_config = EdgeConfig::for_model(&options.edge_model, format!("{scheme}://{cloud}"));
+    if let Some(t) = tls {
+        edge_config.tls_cert = Some(t.cert.clone());
+        edge_config.tls_key = Some(t.key.clone());
+        edge_config.cloud_ca = Some(t.ca.clone());
+        edge_config.cloud_tls_cert = Some(t.cert.clone());
+        edge_config.cloud_tls_key = Some(t.key.clone());
+    }
     edge_config.listen = options.edge_listen;
     edge_config.metrics_listen = options.edge_metrics_listen;
     edge_config.link_profile = options.profile.clone();

@@ -25,7 +25,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::client_cmds::load::{
-    self, LoadSpec, OipDtype, Pacing, PlacementArg, Protocol, RequestOptions, Stop, Target,
+    self, LoadSpec, OipDtype, Pacing, PlacementArg, Protocol, RequestOptions, Stop, Target, TlsArgs,
 };
 use crate::client_cmds::tally::{Percentiles, Tally};
 use crate::client_cmds::{DEFAULT_BUDGET_MS, load::status_error};
@@ -86,6 +86,9 @@ pub struct SweepArgs {
     /// With --edge: the cloud behind it, checked for health before the sweep starts.
     #[arg(long, value_name = "ADDR", requires = "edge")]
     pub cloud: Option<String>,
+    /// TLS settings for https:// --edge and --cloud addresses.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Directory for sweep.csv, sweep.json, accuracy_vs_offload.png and latency_cdf.png.
     #[arg(long)]
     pub out: PathBuf,
@@ -154,7 +157,7 @@ pub async fn run_sweep(args: &SweepArgs) -> Result<()> {
     let sweep = match &args.edge {
         Some(edge) => {
             if let Some(cloud) = &args.cloud {
-                check_cloud(cloud).await?;
+                check_cloud(cloud, &args.tls).await?;
             }
             sweep_edge(edge, args).await?
         }
@@ -244,8 +247,8 @@ fn cdf_threshold(args: &SweepArgs) -> f32 {
     })
 }
 
-async fn check_cloud(cloud: &str) -> Result<()> {
-    let target = Target::connect(cloud, 1).await?;
+async fn check_cloud(cloud: &str, tls: &TlsArgs) -> Result<()> {
+    let target = Target::connect(cloud, 1, tls).await?;
     let status = target
         .health()
         .check(tonic_health::pb::HealthCheckRequest::default())
@@ -263,7 +266,7 @@ async fn check_cloud(cloud: &str) -> Result<()> {
 
 /// Runs every cell against the edge at `edge`, then puts its policy and link back.
 async fn sweep_edge(edge: &str, args: &SweepArgs) -> Result<Sweep> {
-    let target = Target::connect(edge, 4).await?;
+    let target = Target::connect(edge, 4, &args.tls).await?;
     let original = target
         .admin()
         .get_status(edgeinfer::v1::GetStatusRequest {})
@@ -530,6 +533,7 @@ mod tests {
             profiles: vec!["urllc".into()],
             requests: 1000,
             warmup: 0.0,
+            tls: TlsArgs::default(),
             rate: None,
             concurrency: Some(16),
             budget_ms: None,
@@ -573,6 +577,7 @@ mod tests {
             profiles: vec!["lte".into()],
             requests: 1,
             warmup: 0.0,
+            tls: TlsArgs::default(),
             rate: None,
             concurrency: None,
             budget_ms: None,

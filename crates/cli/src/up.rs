@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use edgeinfer_cli::local::{LocalOptions, repository_file, start};
+use edgeinfer_cli::local::{LocalOptions, LocalTls, repository_file, start};
 
 /// Options of `edgeinfer up`.
 #[derive(Args, Debug)]
@@ -42,6 +42,17 @@ pub struct UpArgs {
     /// Default latency budget in milliseconds (default: the edge's own default).
     #[arg(long)]
     pub budget_ms: Option<u32>,
+    /// Serve both nodes over TLS with this PEM certificate chain (it must name 127.0.0.1 or
+    /// the listen addresses); the edge reaches the cloud over mutual TLS with it.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate that --tls-cert chains to; the cloud accepts only clients whose
+    /// certificates chain to it.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Runs both nodes until Ctrl-C or SIGTERM.
@@ -59,6 +70,14 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
         seed: args.seed,
         threshold: args.threshold,
         budget_ms: args.budget_ms,
+        tls: match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(LocalTls {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
     })
     .await?;
     eprintln!("cloud listening on {}", servers.cloud);
@@ -73,7 +92,7 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
         "ready in {} ms, link profile {}; try:\n\n{}\nCtrl-C stops both nodes.",
         started.elapsed().as_millis(),
         args.profile,
-        first_commands(servers.edge),
+        first_commands(servers.edge, args.tls_ca.as_deref()),
     );
     edgeinfer_serving::shutdown::signal().await;
     servers.stop().await?;
@@ -82,13 +101,18 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
 }
 
 /// grpcurl commands that work as printed from any directory: list the services, then classify
-/// the example digit shipped in the repository.
-fn first_commands(edge: SocketAddr) -> String {
-    let mut out = format!("  grpcurl -plaintext {edge} list\n");
+/// the example digit shipped in the repository. With TLS, grpcurl checks the edge's certificate
+/// against `ca`.
+fn first_commands(edge: SocketAddr, ca: Option<&Path>) -> String {
+    let security = match ca {
+        Some(ca) => format!("-cacert {}", ca.display()),
+        None => "-plaintext".to_string(),
+    };
+    let mut out = format!("  grpcurl {security} {edge} list\n");
     let example = repository_file(Path::new("tests/interop/data/seven.png"));
     if example.exists() {
         out += &format!(
-            "  grpcurl -plaintext -d \"{{\\\"image\\\": \\\"$(base64 -w0 {})\\\"}}\" {edge} edgeinfer.v1.Inference/Infer\n",
+            "  grpcurl {security} -d \"{{\\\"image\\\": \\\"$(base64 -w0 {})\\\"}}\" {edge} edgeinfer.v1.Inference/Infer\n",
             example.display()
         );
     }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::Parser;
 use edgeinfer_serving::batcher::BatcherConfig;
 use edgeinfer_serving::server::DEFAULT_MAX_MESSAGE_BYTES;
+use edgeinfer_serving::tls::{self, TlsError};
+use tonic::transport::ServerTlsConfig;
 
 /// Serves the cloud model of edgeinfer over gRPC (native API, Open Inference Protocol, health,
 /// reflection) and Prometheus metrics over HTTP.
@@ -37,6 +39,19 @@ pub struct CloudConfig {
         hide_env_values = true
     )]
     pub auth_token: String,
+
+    /// PEM certificate chain to serve gRPC over TLS; plaintext without it.
+    #[arg(long, env = "CLOUD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CLOUD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s) that client certificates must chain to (mutual TLS): clients
+    /// without such a certificate are refused.
+    #[arg(long, env = "CLOUD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 
     /// Most requests in one forward pass.
     #[arg(long, env = "CLOUD_MAX_BATCH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -71,6 +86,16 @@ impl CloudConfig {
             self.max_queue,
             self.queue_delay_us,
             self.workers,
+        )
+    }
+
+    /// The server's TLS settings, files read and checked; `None` for plaintext.
+    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, TlsError> {
+        tls::server_config(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_client_ca.as_deref(),
+            "CLOUD",
         )
     }
 

@@ -87,8 +87,10 @@ impl Node for CloudNode {
     }
 }
 
-/// Loads the model named in `config`, reporting a clear error when it cannot.
+/// Loads the model named in `config` and checks its TLS files, reporting a clear error when
+/// either cannot be used.
 pub fn load_model(config: &CloudConfig) -> anyhow::Result<Arc<dyn Classifier>> {
+    config.server_tls()?;
     edgeinfer_model::load_classifier(&config.model)
         .with_context(|| format!("--model / CLOUD_MODEL {}", config.model.display()))
 }
@@ -116,7 +118,8 @@ pub async fn run(
     if config.auth_token.is_empty() {
         tracing::warn!("no auth token set: inference calls are accepted without credentials");
     }
-    serve(listeners.grpc, routes, names, auth, shutdown)
+    let tls = config.server_tls()?;
+    serve(listeners.grpc, routes, names, auth, tls, shutdown)
         .await
         .context("gRPC server failed")
 }

@@ -8,6 +8,8 @@ use clap::{Parser, ValueEnum};
 use edgeinfer::v1::ConfidenceMetric;
 use edgeinfer_serving::batcher::BatcherConfig;
 use edgeinfer_serving::server::DEFAULT_MAX_MESSAGE_BYTES;
+use edgeinfer_serving::tls::{self, ClientFiles, TlsError};
+use tonic::transport::ServerTlsConfig;
 
 /// How the edge measures confidence in its own answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,6 +87,32 @@ pub struct EdgeConfig {
     )]
     pub cloud_token: String,
 
+    /// PEM CA certificate(s) the cloud's certificate must chain to, for an https:// cloud
+    /// URL [default: the system's roots].
+    #[arg(long, env = "EDGE_CLOUD_CA")]
+    pub cloud_ca: Option<PathBuf>,
+
+    /// PEM certificate chain the edge presents to the cloud (mutual TLS).
+    #[arg(long, env = "EDGE_CLOUD_TLS_CERT", requires = "cloud_tls_key")]
+    pub cloud_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --cloud-tls-cert.
+    #[arg(long, env = "EDGE_CLOUD_TLS_KEY", requires = "cloud_tls_cert")]
+    pub cloud_tls_key: Option<PathBuf>,
+
+    /// PEM certificate chain to serve gRPC over TLS; plaintext without it.
+    #[arg(long, env = "EDGE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "EDGE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s) that client certificates must chain to (mutual TLS): clients
+    /// without such a certificate are refused.
+    #[arg(long, env = "EDGE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Consecutive cloud failures that open the circuit breaker.
     #[arg(long, env = "EDGE_CIRCUIT_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub circuit_failures: u32,
@@ -146,6 +174,34 @@ impl EdgeConfig {
             self.queue_delay_us,
             self.workers,
         )
+    }
+
+    /// The server's TLS settings, files read and checked; `None` for plaintext.
+    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, TlsError> {
+        tls::server_config(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_client_ca.as_deref(),
+            "EDGE",
+        )
+    }
+
+    /// The files of the cloud client's TLS settings.
+    pub fn cloud_tls_files(&self) -> ClientFiles<'_> {
+        ClientFiles {
+            ca: self
+                .cloud_ca
+                .as_deref()
+                .map(|p| ("--cloud-ca / EDGE_CLOUD_CA", p)),
+            cert: self
+                .cloud_tls_cert
+                .as_deref()
+                .map(|p| ("--cloud-tls-cert / EDGE_CLOUD_TLS_CERT", p)),
+            key: self
+                .cloud_tls_key
+                .as_deref()
+                .map(|p| ("--cloud-tls-key / EDGE_CLOUD_TLS_KEY", p)),
+        }
     }
 
     /// True when a cloud is configured.

@@ -44,6 +44,7 @@ use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use futures::FutureExt;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 
 pub use config::EdgeConfig;
 
@@ -60,10 +61,14 @@ pub struct Prepared {
     pub model: Arc<dyn Classifier>,
     /// The link profile.
     pub profile: LinkProfile,
+    /// The server's TLS settings; `None` for plaintext.
+    pub server_tls: Option<ServerTlsConfig>,
+    /// TLS to the cloud, for an https:// cloud URL.
+    pub cloud_tls: Option<ClientTlsConfig>,
 }
 
-/// Loads the model and the link profile and checks the cloud address, naming the setting at
-/// fault in the error.
+/// Loads the model, the link profile and the TLS files and checks the cloud address, naming
+/// the setting at fault in the error.
 pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
     let model = edgeinfer_model::load_classifier(&config.model)
         .with_context(|| format!("--model / EDGE_MODEL {}", config.model.display()))?;
@@ -73,13 +78,31 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
             config.link_profile
         )
     })?;
-    if config.has_cloud() {
-        upstream::parse_address(&config.cloud)?;
+    let server_tls = config.server_tls()?;
+    let files = config.cloud_tls_files();
+    let cloud_tls = if config.has_cloud() {
+        let address = upstream::parse_address(&config.cloud)?;
+        if address.tls {
+            Some(files.config(&address.host)?)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    if files.any() && cloud_tls.is_none() {
+        anyhow::bail!(
+            "--cloud-ca, --cloud-tls-cert and --cloud-tls-key need an https:// cloud URL; \
+             --cloud / EDGE_CLOUD is {:?}",
+            config.cloud
+        );
     }
     Ok(Prepared {
         config,
         model,
         profile,
+        server_tls,
+        cloud_tls,
     })
 }
 
@@ -208,6 +231,8 @@ pub async fn run(
         config,
         model,
         profile,
+        server_tls,
+        cloud_tls,
     } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
     let metrics = Metrics::register(&mut registry);
@@ -219,6 +244,7 @@ pub async fn run(
             link.clone(),
             &config.cloud_token,
             Duration::from_millis(config.cloud_resolve_ms),
+            cloud_tls,
         )?)
     } else {
         tracing::warn!("no cloud configured: the edge answers everything itself");
@@ -277,6 +303,7 @@ pub async fn run(
         routes,
         names,
         BearerAuthLayer::default(),
+        server_tls,
         shutdown,
     )
     .await;

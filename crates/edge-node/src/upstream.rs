@@ -15,7 +15,7 @@ use http::Uri;
 use tokio::sync::mpsc::Sender;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::channel::Change;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -58,43 +58,73 @@ pub struct Upstream {
     address: String,
 }
 
-/// The host and port of a cloud URL such as `http://cloud:50052`.
-pub fn parse_address(url: &str) -> Result<(String, u16), AddressError> {
+/// Where the cloud is: a URL such as `http://cloud:50052` or `https://cloud:50052`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudAddress {
+    /// Host name or IP address (without brackets).
+    pub host: String,
+    /// Port (50052 when the URL has none).
+    pub port: u16,
+    /// True for `https://`.
+    pub tls: bool,
+}
+
+/// Parses a cloud URL, naming the setting and what is wrong.
+pub fn parse_address(url: &str) -> Result<CloudAddress, AddressError> {
     let err = |message: &str| AddressError {
         url: url.to_string(),
         message: message.to_string(),
     };
     let uri: Uri = url
         .parse()
-        .map_err(|_| err("not a URL; expected http://HOST:PORT"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
+        .map_err(|_| err("not a URL; expected http://HOST:PORT or https://HOST:PORT"))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         Some(other) => {
             return Err(err(&format!(
-                "scheme {other:?} is not supported; use http://"
+                "scheme {other:?} is not supported; use http:// or https://"
             )));
         }
-        None => return Err(err("missing scheme; expected http://HOST:PORT")),
-    }
+        None => {
+            return Err(err(
+                "missing scheme; expected http://HOST:PORT or https://HOST:PORT",
+            ));
+        }
+    };
     let host = uri
         .host()
         .ok_or_else(|| err("missing host"))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    Ok((host, uri.port_u16().unwrap_or(50052)))
+    Ok(CloudAddress {
+        host,
+        port: uri.port_u16().unwrap_or(50052),
+        tls,
+    })
 }
 
 impl Upstream {
-    /// A client of the cloud at `url` over `link`, re-resolving its host every `resolve_every`.
-    /// Must be called inside a tokio runtime (it spawns the resolver).
+    /// A client of the cloud at `url` over `link`, re-resolving its host every `resolve_every`;
+    /// over TLS with `tls` (which an https:// URL needs). Must be called inside a tokio
+    /// runtime (it spawns the resolver).
     pub fn new(
         url: &str,
         link: Link,
         token: &str,
         resolve_every: Duration,
+        tls: Option<ClientTlsConfig>,
     ) -> Result<Self, AddressError> {
-        let (host, port) = parse_address(url)?;
+        let address = parse_address(url)?;
+        if address.tls != tls.is_some() {
+            return Err(AddressError {
+                url: url.to_string(),
+                message:
+                    "an https:// URL needs TLS settings, and only an https:// URL can use them"
+                        .into(),
+            });
+        }
         let token = if token.is_empty() {
             None
         } else {
@@ -108,7 +138,7 @@ impl Upstream {
             )
         };
         let (channel, changes) = Channel::balance_channel::<SocketAddr>(16);
-        tokio::spawn(resolve_loop(host, port, changes, resolve_every));
+        tokio::spawn(resolve_loop(address, tls, changes, resolve_every));
         let linked = LinkService::new(channel, link);
         Ok(Self {
             inference: InferenceClient::new(linked.clone()),
@@ -190,11 +220,12 @@ impl Upstream {
 /// failed look-up keeps the last known set: a name that briefly fails to resolve should not
 /// empty the pool, and calls to an address that is really gone fail on their own.
 async fn resolve_loop(
-    host: String,
-    port: u16,
+    address: CloudAddress,
+    tls: Option<ClientTlsConfig>,
     changes: Sender<Change<SocketAddr, Endpoint>>,
     every: Duration,
 ) {
+    let CloudAddress { host, port, .. } = address;
     let mut current: HashSet<SocketAddr> = HashSet::new();
     loop {
         match tokio::net::lookup_host((host.as_str(), port)).await {
@@ -207,10 +238,23 @@ async fn resolve_loop(
                     }
                 }
                 for new in found.difference(&current) {
-                    let endpoint = Endpoint::from_shared(format!("http://{new}"))
+                    // Connect to the address; with TLS, verify the certificate against the
+                    // configured host name (the config carries it), not the address.
+                    let scheme = if tls.is_some() { "https" } else { "http" };
+                    let endpoint = Endpoint::from_shared(format!("{scheme}://{new}"))
                         .expect("a socket address makes a valid URI")
                         .connect_timeout(Duration::from_secs(1))
                         .tcp_nodelay(true);
+                    let endpoint = match &tls {
+                        Some(tls) => match endpoint.tls_config(tls.clone()) {
+                            Ok(e) => e,
+                            Err(e) => {
+                                tracing::error!(%new, error = %e, "cannot set up TLS to the cloud");
+                                continue;
+                            }
+                        },
+                        None => endpoint,
+                    };
                     tracing::info!(%new, "cloud address added");
                     if changes.send(Change::Insert(*new, endpoint)).await.is_err() {
                         return;
@@ -235,25 +279,34 @@ mod tests {
 
     #[test]
     fn cloud_urls_parse_and_bad_ones_are_named() {
+        let at = |host: &str, port, tls| CloudAddress {
+            host: host.into(),
+            port,
+            tls,
+        };
         assert_eq!(
             parse_address("http://cloud:50052").unwrap(),
-            ("cloud".to_string(), 50052)
+            at("cloud", 50052, false)
         );
         assert_eq!(
             parse_address("http://127.0.0.1:9").unwrap(),
-            ("127.0.0.1".to_string(), 9)
+            at("127.0.0.1", 9, false)
         );
         assert_eq!(
             parse_address("http://[::1]:7").unwrap(),
-            ("::1".to_string(), 7)
+            at("::1", 7, false)
+        );
+        assert_eq!(
+            parse_address("https://cloud.example").unwrap(),
+            at("cloud.example", 50052, true)
         );
         let e = parse_address("cloud:50052").unwrap_err().to_string();
         assert!(e.contains("EDGE_CLOUD"), "{e}");
         assert!(
-            parse_address("https://x:1")
+            parse_address("ftp://x:1")
                 .unwrap_err()
                 .to_string()
-                .contains("https")
+                .contains("\"ftp\" is not supported")
         );
     }
 }

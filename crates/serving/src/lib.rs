@@ -11,6 +11,7 @@
 //! - [`error`]: serving errors and their one mapping to gRPC codes.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`auth`]: bearer-token check as a tower layer.
+//! - [`tls`]: TLS and mutual TLS settings from PEM files, for servers and clients.
 //! - [`server`]: one listener with the node's services, health and reflection.
 //! - [`cli`]: what the server binaries share: exit 64 on bad settings, logging, binding.
 //! - [`shutdown`]: the process's shutdown signal (SIGTERM or Ctrl-C).
@@ -31,3 +32,4 @@ pub mod node;
 pub mod oip;
 pub mod server;
 pub mod shutdown;
+pub mod tls;

@@ -10,8 +10,8 @@ use edgeinfer::service_names;
 use edgeinfer::v1::inference_server::InferenceServer;
 use tokio::net::TcpListener;
 use tonic::service::RoutesBuilder;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::auth::BearerAuthLayer;
@@ -55,13 +55,15 @@ pub fn node_routes<N: Node>(
     (routes, vec![service_names::INFERENCE, service_names::OIP])
 }
 
-/// Serves `routes` plus health and reflection on `listener` until `shutdown` completes; then
-/// `auth` guards every service but health and reflection. Then reports NOT_SERVING, stops accepting, and returns once in-flight requests are answered.
+/// Serves `routes` plus health and reflection on `listener`, over TLS when `tls` is set, until
+/// `shutdown` completes; `auth` guards every service but health and reflection. On shutdown it
+/// reports NOT_SERVING, stops accepting, and returns once in-flight requests are answered.
 pub async fn serve(
     listener: TcpListener,
     mut routes: RoutesBuilder,
     service_names: Vec<&'static str>,
     auth: BearerAuthLayer,
+    tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -98,7 +100,12 @@ pub async fn serve(
         );
     // Small messages dominate: without TCP_NODELAY, Nagle and delayed ACKs add tens of ms.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
+    let mut server = Server::builder();
+    match tls {
+        Some(tls) => server = server.tls_config(tls)?,
+        None => tracing::warn!("serving gRPC in plaintext: no TLS certificate set"),
+    }
+    server
         // Authentication first: nothing runs for a request that presents no valid token.
         .layer(auth)
         .add_routes(routes.routes())

@@ -12,12 +12,13 @@
 //! Requests are spread round-robin over several HTTP/2 connections so that one connection's
 //! flow control and single reader task are not what is measured.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use edgeinfer::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use edgeinfer::inference::model_infer_request::InferInputTensor;
 use edgeinfer::inference::{ModelInferRequest, ModelInferResponse};
@@ -26,6 +27,7 @@ use edgeinfer::v1::edge_admin_client::EdgeAdminClient;
 use edgeinfer::v1::inference_client::InferenceClient;
 use edgeinfer::v1::{GetStatusRequest, InferRequest, Placement, Tier, infer_request::Input};
 use edgeinfer_model::mnist::{self, Dataset};
+use edgeinfer_serving::tls::ClientFiles;
 use futures::StreamExt;
 use indicatif::ProgressBar;
 use tokio::time::Instant;
@@ -159,6 +161,31 @@ pub struct Answer {
     pub degraded: bool,
 }
 
+/// TLS settings of a client command, for https:// addresses.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TlsArgs {
+    /// PEM CA certificate(s) the server's certificate must chain to, for an https:// address
+    /// [default: the system's roots].
+    #[arg(long, env = "EDGEINFER_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// PEM certificate chain to present to the server (mutual TLS).
+    #[arg(long, env = "EDGEINFER_CERT", value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, env = "EDGEINFER_KEY", value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn files(&self) -> ClientFiles<'_> {
+        ClientFiles {
+            ca: self.ca.as_deref().map(|p| ("--ca / EDGEINFER_CA", p)),
+            cert: self.cert.as_deref().map(|p| ("--cert / EDGEINFER_CERT", p)),
+            key: self.key.as_deref().map(|p| ("--key / EDGEINFER_KEY", p)),
+        }
+    }
+}
+
 // === impl Target ===
 
 /// A server reached over a few HTTP/2 connections, used round-robin.
@@ -169,14 +196,16 @@ pub struct Target {
 
 impl Target {
     /// Connects `connections` HTTP/2 connections to `addr` (`http://` is assumed when the
-    /// address has no scheme), failing with a clear message when nothing listens there.
-    pub async fn connect(addr: &str, connections: usize) -> Result<Self> {
-        Self::connect_with_timeout(addr, connections, Duration::from_secs(5)).await
+    /// address has no scheme; `https://` uses TLS with `tls`), failing with a clear message
+    /// when nothing listens there.
+    pub async fn connect(addr: &str, connections: usize, tls: &TlsArgs) -> Result<Self> {
+        Self::connect_with_timeout(addr, connections, tls, Duration::from_secs(5)).await
     }
 
     pub async fn connect_with_timeout(
         addr: &str,
         connections: usize,
+        tls: &TlsArgs,
         timeout: Duration,
     ) -> Result<Self> {
         let url = if addr.contains("://") {
@@ -184,12 +213,26 @@ impl Target {
         } else {
             format!("http://{addr}")
         };
-        let endpoint = Endpoint::from_shared(url.clone())
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .with_context(|| {
                 format!("{addr:?} is not a valid server address (try http://HOST:PORT)")
             })?
             .connect_timeout(timeout)
             .tcp_nodelay(true);
+        let files = tls.files();
+        let uri = endpoint.uri().clone();
+        match (uri.scheme_str(), uri.host()) {
+            (Some("https"), Some(host)) => {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                endpoint = endpoint
+                    .tls_config(files.config(host)?)
+                    .with_context(|| format!("cannot set up TLS to {url}"))?;
+            }
+            _ if files.any() => {
+                bail!("--ca, --cert and --key need an https:// address; the address is {url:?}")
+            }
+            _ => {}
+        }
         let mut channels = Vec::with_capacity(connections.max(1));
         for _ in 0..connections.max(1) {
             let channel = endpoint
@@ -809,7 +852,9 @@ mod tests {
     #[tokio::test]
     async fn closed_loop_counts_every_outcome_in_both_protocols() {
         let addr = fake_server().await;
-        let target = Target::connect(&addr, 3).await.unwrap();
+        let target = Target::connect(&addr, 3, &TlsArgs::default())
+            .await
+            .unwrap();
         let data = dataset();
         for protocol in [Protocol::Native, Protocol::Oip] {
             let s = spec(
@@ -827,7 +872,9 @@ mod tests {
     #[tokio::test]
     async fn oip_fp32_inputs_are_scaled_pixels() {
         let addr = fake_server().await;
-        let target = Target::connect(&addr, 1).await.unwrap();
+        let target = Target::connect(&addr, 1, &TlsArgs::default())
+            .await
+            .unwrap();
         let mut s = spec(
             Protocol::Oip,
             Stop::Requests(100),
@@ -843,7 +890,9 @@ mod tests {
     #[tokio::test]
     async fn open_loop_sends_at_the_rate_and_counts_from_the_schedule() {
         let addr = fake_server().await;
-        let target = Target::connect(&addr, 2).await.unwrap();
+        let target = Target::connect(&addr, 2, &TlsArgs::default())
+            .await
+            .unwrap();
         let s = spec(
             Protocol::Native,
             Stop::Requests(200),
@@ -869,7 +918,9 @@ mod tests {
     #[tokio::test]
     async fn duration_stops_a_closed_loop() {
         let addr = fake_server().await;
-        let target = Target::connect(&addr, 1).await.unwrap();
+        let target = Target::connect(&addr, 1, &TlsArgs::default())
+            .await
+            .unwrap();
         let s = spec(
             Protocol::Native,
             Stop::Duration(Duration::from_millis(200)),
@@ -891,7 +942,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let err = Target::connect(&addr.to_string(), 1)
+        let err = Target::connect(&addr.to_string(), 1, &TlsArgs::default())
             .await
             .err()
             .expect("nothing listens");
