@@ -98,6 +98,7 @@ pub struct SweepArgs {
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
     pub profile: String,
+    #[serde(serialize_with = "as_written")]
     pub threshold: f32,
     pub requests: u64,
     pub ok: u64,
@@ -116,6 +117,13 @@ pub struct Row {
     pub throughput_rps: f64,
     pub budget_ms: u32,
     pub reasons: std::collections::BTreeMap<String, u64>,
+}
+
+/// Writes an f32 as the decimal it was given as (0.8, not 0.800000011920929): JSON numbers are
+/// read as f64, where the f32 nearest 0.8 is another number.
+fn as_written<S: serde::Serializer>(value: &f32, serializer: S) -> Result<S::Ok, S::Error> {
+    let shortest: f64 = value.to_string().parse().unwrap_or(f64::from(*value));
+    serializer.serialize_f64(shortest)
 }
 
 impl Row {
@@ -552,6 +560,11 @@ mod tests {
                 .unwrap();
         assert_eq!(json["rows"].as_array().unwrap().len(), 24);
         assert!(json["rows"][0]["latency_us"]["p99"].is_u64());
+        let thresholds: Vec<f64> = json["rows"].as_array().unwrap()[..6]
+            .iter()
+            .map(|r| r["threshold"].as_f64().unwrap())
+            .collect();
+        assert_eq!(thresholds, [0.5, 0.8, 0.9, 0.95, 0.99, 0.999], "as written");
 
         for name in ["accuracy_vs_offload.png", "latency_cdf.png"] {
             let path = dir.path().join(name);

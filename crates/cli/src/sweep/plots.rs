@@ -211,23 +211,29 @@ pub fn accuracy_vs_offload(path: &Path, sweep: &Sweep) -> Result<()> {
     for &p in &pixels {
         labels.occupy_point(p);
     }
-    for (i, profile) in profiles(sweep).into_iter().enumerate() {
+    let names = profiles(sweep);
+    for (i, profile) in names.iter().copied().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let pts = points(profile);
+        // Profiles often give the same figures (fast links offload alike), and a curve drawn
+        // over another would hide it: earlier curves are drawn wider, with bigger points, so
+        // coinciding ones show as nested rings.
+        let under = (names.len() - 1 - i) as u32;
+        let width = 2 + 2 * under;
         chart
             .draw_series(LineSeries::new(
                 pts.iter().map(|p| (p.0, p.1)),
-                color.stroke_width(2),
+                color.stroke_width(width),
             ))
             .map_err(err("curve"))?
             .label(profile)
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
+                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(width.max(3)))
             });
         chart
             .draw_series(
                 pts.iter()
-                    .map(|p| Circle::new((p.0, p.1), 5, color.filled())),
+                    .map(|p| Circle::new((p.0, p.1), 5 + 2 * under, color.filled())),
             )
             .map_err(err("points"))?;
         // Threshold labels beside each point, placed where they overlap no label already
