@@ -189,6 +189,76 @@ async fn a_stopped_cloud_never_loses_a_request_and_its_return_is_noticed() {
     s.stop().await.unwrap();
 }
 
+/// Design section 10, faults: the link flapping between profiles (down to offline) under
+/// load, with a threshold that sends about half the requests to the cloud. Every request is
+/// answered, by the cloud when the link allows and by the edge (degraded) when not, and none
+/// waits for the link past its budget. The budget is checked with 10 ms of slack for the
+/// scheduler: many calls here run right up to their deadline, and on two cores shared with
+/// other servers a timer can fire a few milliseconds late (measured: up to 4 ms
+/// with one extra busy process), while a router that waited on the link would be tens or
+/// hundreds of milliseconds over. Ignored by default and run alone by CI
+/// (`-- --ignored --test-threads 1`), like the whole-test-set test, so that only its own
+/// servers share the cores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing under load: run alone with --ignored --test-threads 1"]
+async fn a_flapping_link_loses_no_request_and_no_budget() {
+    use futures::StreamExt;
+
+    let s = servers("lte").await;
+    let mut a = admin(s.edge).await;
+    a.set_policy(SetPolicyRequest {
+        threshold: Some(0.999),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    warmed_up(&mut a).await;
+    let flapping = tokio::spawn(async move {
+        let profiles = ["urllc", "cell-edge", "offline", "embb-mmwave", "lte"];
+        for i in 0.. {
+            a.set_link_profile(SetLinkProfileRequest {
+                profile: Some(Profile::Name(profiles[i % profiles.len()].into())),
+                seed: i as u64 + 1,
+            })
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    });
+
+    let data = test_set();
+    let c = client(s.edge).await;
+    let answers: Vec<InferResponse> = futures::stream::iter(0..400)
+        .map(|i| {
+            let mut c = c.clone();
+            let request = raw(data.image(i));
+            async move { c.infer(request).await.expect("answered").into_inner() }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    flapping.abort();
+
+    let from_cloud = answers
+        .iter()
+        .filter(|r| r.served_by() == Tier::Cloud)
+        .count();
+    let degraded = answers.iter().filter(|r| r.degraded).count();
+    for r in &answers {
+        assert_within_budget(r, 100 + 10);
+    }
+    assert!(
+        from_cloud > 0,
+        "no answer from the cloud in {} requests",
+        answers.len()
+    );
+    assert!(
+        degraded > 0,
+        "no degraded answer although the link went offline"
+    );
+    s.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_link_still_answers_within_budget() {
     let s = servers("offline").await;

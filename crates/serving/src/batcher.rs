@@ -11,7 +11,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread;
+
 use std::time::{Duration, Instant};
+use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use edgeinfer_model::{Classifier, ModelMetadata};
@@ -128,6 +130,12 @@ pub struct Batcher {
     metrics: BatcherMetrics,
 }
 
+/// Priority of the model worker threads: niceness 5 on Linux (this crate maps 0..=99 onto
+/// niceness 19..=-20; 35 gives 5), a little below the default elsewhere.
+fn worker_priority() -> ThreadPriority {
+    ThreadPriorityValue::try_from(35u8).map_or(ThreadPriority::Min, ThreadPriority::Crossplatform)
+}
+
 impl Batcher {
     /// Starts the worker threads for `model`.
     pub fn new(model: Arc<dyn Classifier>, config: BatcherConfig, metrics: BatcherMetrics) -> Self {
@@ -149,7 +157,16 @@ impl Batcher {
             };
             thread::Builder::new()
                 .name(format!("model-{}-{i}", model.metadata().name))
-                .spawn(move || worker.run())
+                .spawn(move || {
+                    // Model workers yield the CPU to the async runtime's threads, which keep
+                    // the deadlines: a timer that fires late (a cloud call's timeout, then the
+                    // fallback answer) breaks a request's budget. Slightly lower, not lowest: at
+                    // niceness 19 another busy process on the machine starves the model.
+                    if let Err(e) = set_current_thread_priority(worker_priority()) {
+                        tracing::debug!(error = ?e, "model worker keeps the default priority");
+                    }
+                    worker.run()
+                })
                 .expect("spawning a model worker thread");
         }
         Self {
