@@ -12,6 +12,8 @@
 //! - [`policy`]: threshold, budget and confidence metrics.
 //! - [`estimates`]: online estimates of the cloud path (RFC 6298 round trip, rates, cloud time).
 //! - [`circuit`]: the circuit breaker in front of the cloud.
+//! - [`reserve`]: the part of a budget kept back for a fallback answer, learned from how late
+//!   timers fire.
 //! - [`upstream`]: the cloud client through the link, balanced over the cloud's addresses.
 //! - [`admin`]: the `EdgeAdmin` service.
 //! - [`run`]: the whole edge server until shutdown.
@@ -23,6 +25,7 @@ pub mod circuit;
 pub mod config;
 pub mod estimates;
 pub mod policy;
+pub mod reserve;
 pub mod router;
 pub mod upstream;
 

@@ -34,10 +34,8 @@ use prost::Message;
 use crate::circuit::CircuitBreaker;
 use crate::estimates::PathEstimates;
 use crate::policy::confidence;
+use crate::reserve::FallbackReserve;
 use crate::upstream::{CallError, CloudAnswer, Upstream};
-
-/// Time kept back from the cloud call for answering from the edge if the cloud fails.
-const FALLBACK_RESERVE: Duration = Duration::from_millis(3);
 
 /// Encoded size of a cloud answer for a model with `classes` labels: the probabilities
 /// dominate; ids, labels and timing add about a hundred bytes.
@@ -103,6 +101,8 @@ pub struct EdgeNode {
     metrics: Metrics,
     /// Start time, for the status's uptime.
     pub(crate) started: Instant,
+    /// Time kept back from a cloud call for answering from the edge if the cloud is late.
+    pub(crate) reserve: FallbackReserve,
 }
 
 /// What the edge model said about one request.
@@ -133,6 +133,7 @@ impl EdgeNode {
             counters: Counters::default(),
             metrics,
             started: Instant::now(),
+            reserve: FallbackReserve::default(),
         }
     }
 
@@ -189,7 +190,11 @@ impl EdgeNode {
         remaining: Duration,
     ) -> Result<CloudAnswer, CallError> {
         let up_bytes = request.encoded_len();
+        let started = Instant::now();
         let result = upstream.infer(request, remaining).await;
+        if let Err(CallError::Timeout(_)) = &result {
+            self.reserve.observe(remaining, started.elapsed());
+        }
         match &result {
             Ok(answer) => {
                 self.circuit.success();
@@ -321,12 +326,13 @@ impl EdgeNode {
         }
         let budget = self.budget(&call, &policy);
         let deadline = call.received + budget;
-        // The cloud gets the budget less a small reserve, so that a fallback after a cloud
-        // timeout is still answered within the budget (timers fire on whole milliseconds).
+        // The cloud gets the budget less a reserve, so that a fallback after a cloud timeout
+        // is still answered within the budget (see `reserve`).
+        let reserve = self.reserve.get();
         let remaining = || {
             deadline
                 .saturating_duration_since(Instant::now())
-                .saturating_sub(FALLBACK_RESERVE)
+                .saturating_sub(reserve)
         };
         let threshold = call.min_confidence.unwrap_or(policy.threshold);
 
