@@ -547,6 +547,11 @@ async fn admin_switches_the_link_and_the_policy_at_run_time() {
         .into_inner();
     assert_eq!(status.link_profile, "lte");
     assert_eq!(status.policy.unwrap().threshold, 0.5);
+    let reserve = status.estimates.unwrap().fallback_reserve_ms;
+    assert!(
+        (3.0..=25.0).contains(&reserve),
+        "fallback reserve {reserve} ms"
+    );
 
     // The same link with a new seed keeps what the edge learned; another link starts afresh.
     // The median round trip tells them apart: 64 lte samples would hold it above 10 ms for

@@ -46,6 +46,7 @@ pub fn status(node: &EdgeNode) -> EdgeStatus {
             srtt_ms: ms(est.srtt.unwrap_or(0.0)),
             rttvar_ms: ms(est.rttvar),
             rtt_p50_ms: ms(est.rtt_p50.unwrap_or(0.0)),
+            fallback_reserve_ms: ms(node.reserve.get().as_secs_f64()),
             uplink_mbps: est.uplink_bps.unwrap_or(0.0) / 1e6,
             downlink_mbps: est.downlink_bps.unwrap_or(0.0) / 1e6,
             cloud_ms: ms(est.cloud),
