@@ -13,8 +13,8 @@ use edgeinfer::v1::infer_request::Input;
 use edgeinfer::v1::inference_client::InferenceClient;
 use edgeinfer::v1::set_link_profile_request::Profile;
 use edgeinfer::v1::{
-    GetStatusRequest, InferRequest, InferResponse, ListModelsRequest, Pixels, Placement, Reason,
-    SetLinkProfileRequest, SetPolicyRequest, Tier,
+    Estimates, GetStatusRequest, InferRequest, InferResponse, ListModelsRequest, Pixels, Placement,
+    Reason, SetLinkProfileRequest, SetPolicyRequest, Tier,
 };
 use edgeinfer_cli::local::{LocalOptions, LocalServers, start};
 use edgeinfer_model::mnist::{Dataset, default_data_dir, load_test};
@@ -77,39 +77,35 @@ async fn ambiguous(c: &mut InferenceClient<Channel>, data: &Dataset) -> Vec<u8> 
     data.image(best.1).to_vec()
 }
 
-/// Waits until the edge has measured the round trip to the cloud.
-async fn warmed_up(a: &mut EdgeAdminClient<Channel>) {
+/// Polls the edge's estimates every 20 ms for up to 4 s until `done` holds; returns the last
+/// seen.
+async fn estimates_until(
+    a: &mut EdgeAdminClient<Channel>,
+    done: impl Fn(&Estimates) -> bool,
+) -> Estimates {
+    let mut last = Estimates::default();
     for _ in 0..200 {
         let s = a
             .get_status(GetStatusRequest {})
             .await
             .unwrap()
             .into_inner();
-        if s.estimates.unwrap().srtt_ms > 0.0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the edge never measured the cloud round trip");
-}
-
-/// Polls the edge's median round trip (ms) for up to 3 s until `done` holds, and returns the
-/// last value seen.
-async fn rtt_median_within(a: &mut EdgeAdminClient<Channel>, done: impl Fn(f64) -> bool) -> f64 {
-    let mut last = 0.0;
-    for _ in 0..150 {
-        let s = a
-            .get_status(GetStatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        last = s.estimates.unwrap().rtt_p50_ms;
-        if done(last) {
+        last = s.estimates.unwrap();
+        if done(&last) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     last
+}
+
+/// Waits until the edge has measured the round trip to the cloud.
+async fn warmed_up(a: &mut EdgeAdminClient<Channel>) {
+    let e = estimates_until(a, |e| e.srtt_ms > 0.0).await;
+    assert!(
+        e.srtt_ms > 0.0,
+        "the edge never measured the cloud round trip"
+    );
 }
 
 fn assert_within_budget(r: &InferResponse, budget_ms: u64) {
@@ -560,16 +556,20 @@ async fn admin_switches_the_link_and_the_policy_at_run_time() {
         profile: Some(Profile::Name(name.into())),
         seed: 8,
     };
-    let lte = rtt_median_within(&mut a, |ms| ms > 10.0).await;
+    let lte = estimates_until(&mut a, |e| e.rtt_p50_ms > 10.0)
+        .await
+        .rtt_p50_ms;
     a.set_link_profile(switch("lte")).await.unwrap();
     // Read at once: given time, new lte probes would hide a reset.
-    let kept = rtt_median_within(&mut a, |_| true).await;
+    let kept = estimates_until(&mut a, |_| true).await.rtt_p50_ms;
     assert!(
         kept > 10.0,
         "lte round trip {lte} ms forgotten: now {kept} ms"
     );
     a.set_link_profile(switch("ideal")).await.unwrap();
-    let fresh = rtt_median_within(&mut a, |ms| ms < 5.0).await;
+    let fresh = estimates_until(&mut a, |e| e.rtt_p50_ms < 5.0)
+        .await
+        .rtt_p50_ms;
     assert!(
         fresh < 5.0,
         "lte round trip kept for ideal: median {fresh} ms"

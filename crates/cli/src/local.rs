@@ -7,12 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use cloud_node::CloudConfig;
 use edge_node::{EdgeConfig, prepare};
-use edgeinfer_model::Classifier;
 use edgeinfer_serving::cli::bind_listeners;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use std::future::Future;
-use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -114,8 +112,7 @@ pub struct LocalServers {
     /// `None` while the cloud is stopped.
     cloud_task: Option<Running>,
     /// Kept to restart the cloud on the same address.
-    cloud_config: CloudConfig,
-    cloud_model: Arc<dyn Classifier>,
+    cloud_prepared: cloud_node::Prepared,
 }
 
 /// A server task and the switch that stops it.
@@ -156,7 +153,7 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         tls_client_ca: tls.map(|t| t.ca.clone()),
         ..CloudConfig::for_model(&options.cloud_model)
     };
-    let cloud_model = cloud_node::load_model(&cloud_config)?;
+    let cloud_prepared = cloud_node::prepare(cloud_config)?;
     let cloud_listeners =
         bind_listeners(options.cloud_listen, options.cloud_metrics_listen, "CLOUD").await?;
     let cloud = cloud_listeners.grpc.local_addr()?;
@@ -196,8 +193,8 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         .transpose()?;
 
     let cloud_task = Running::spawn({
-        let (config, model) = (cloud_config.clone(), cloud_model.clone());
-        move |signal| cloud_node::run(config, model, cloud_listeners, signal)
+        let prepared = cloud_prepared.clone();
+        move |signal| cloud_node::run(prepared, cloud_listeners, signal)
     });
     let edge_task = Running::spawn(move |signal| edge_node::run(prepared, edge_listeners, signal));
     Ok(LocalServers {
@@ -207,8 +204,7 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         cloud_metrics,
         edge_task,
         cloud_task: Some(cloud_task),
-        cloud_config,
-        cloud_model,
+        cloud_prepared,
     })
 }
 
@@ -225,9 +221,9 @@ impl LocalServers {
     pub async fn restart_cloud(&mut self) -> anyhow::Result<()> {
         self.stop_cloud().await?;
         let listeners = bind_listeners(self.cloud, None, "CLOUD").await?;
-        let (config, model) = (self.cloud_config.clone(), self.cloud_model.clone());
+        let prepared = self.cloud_prepared.clone();
         self.cloud_task = Some(Running::spawn(move |signal| {
-            cloud_node::run(config, model, listeners, signal)
+            cloud_node::run(prepared, listeners, signal)
         }));
         Ok(())
     }

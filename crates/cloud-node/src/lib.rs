@@ -9,6 +9,7 @@
 //!
 //! - [`config`]: flags and `CLOUD_*` environment twins.
 //! - [`CloudNode`]: the [`Node`] that answers calls with the model.
+//! - [`prepare`]: the model and TLS files, loaded and checked before any port is bound.
 //! - [`run`]: the whole server on given listeners until shutdown.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -29,6 +30,7 @@ use edgeinfer_serving::node::{Call, Node, argmax, model_ref};
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use futures::FutureExt;
 use prometheus_client::registry::Registry;
+use tonic::transport::ServerTlsConfig;
 
 pub use config::CloudConfig;
 
@@ -87,22 +89,34 @@ impl Node for CloudNode {
     }
 }
 
-/// Loads the model named in `config` and checks its TLS files, reporting a clear error when
-/// either cannot be used.
-pub fn load_model(config: &CloudConfig) -> anyhow::Result<Arc<dyn Classifier>> {
-    config.server_tls()?;
-    edgeinfer_model::load_classifier(&config.model)
-        .with_context(|| format!("--model / CLOUD_MODEL {}", config.model.display()))
+/// Everything the configuration names, loaded and checked before any port is bound.
+#[derive(Clone)]
+pub struct Prepared {
+    /// The settings.
+    pub config: CloudConfig,
+    /// The cloud model.
+    pub model: Arc<dyn Classifier>,
+    /// The server's TLS settings; `None` for plaintext.
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// Loads the model and the TLS files named in `config`, naming the setting at fault in the
+/// error.
+pub fn prepare(config: CloudConfig) -> anyhow::Result<Prepared> {
+    let tls = config.server_tls()?;
+    let model = edgeinfer_model::load_classifier(&config.model)
+        .with_context(|| format!("--model / CLOUD_MODEL {}", config.model.display()))?;
+    Ok(Prepared { config, model, tls })
 }
 
 /// Serves the cloud node on `listeners` until `shutdown` completes, then finishes the requests
 /// in flight and returns.
 pub async fn run(
-    config: CloudConfig,
-    model: Arc<dyn Classifier>,
+    prepared: Prepared,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Prepared { config, model, tls } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
     let node = Arc::new(CloudNode::new(model, &config, &mut registry));
     let shutdown = shutdown.shared();
@@ -118,7 +132,6 @@ pub async fn run(
     if config.auth_token.is_empty() {
         tracing::warn!("no auth token set: inference calls are accepted without credentials");
     }
-    let tls = config.server_tls()?;
     serve(listeners.grpc, routes, names, auth, tls, shutdown)
         .await
         .context("gRPC server failed")

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use cloud_node::{CloudConfig, load_model, run};
+use cloud_node::{CloudConfig, prepare, run};
 use edgeinfer_serving::cli::{EXIT_CONFIG, bind_listeners, init_tracing, parse_or_exit};
 
 /// Sets candle's thread settings (one thread per forward pass; see
@@ -21,29 +21,23 @@ async fn async_main() -> ExitCode {
     let config: CloudConfig = parse_or_exit();
     init_tracing(&config.log_format);
     // Everything that can be wrong with the configuration is found before a port is bound.
-    let model = match load_model(&config) {
-        Ok(m) => m,
+    let (listen, metrics) = (config.listen, config.metrics_listen);
+    let prepared = match prepare(config) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("cloud-node: {e:#}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let listeners = match bind_listeners(config.listen, config.metrics_listen, "CLOUD").await {
+    let listeners = match bind_listeners(listen, metrics, "CLOUD").await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("cloud-node: {e:#}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    tracing::info!(grpc = %config.listen, model = %config.model.display(), "cloud listening");
-    match run(
-        config,
-        model,
-        listeners,
-        edgeinfer_serving::shutdown::signal(),
-    )
-    .await
-    {
+    tracing::info!(grpc = %listen, model = %prepared.config.model.display(), "cloud listening");
+    match run(prepared, listeners, edgeinfer_serving::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cloud-node: {e:#}");

@@ -3,8 +3,9 @@
 //! A cloud call gets the budget less this reserve as its timeout, so that when the cloud is
 //! late the edge can still answer in time. The answer itself takes microseconds; what the
 //! reserve really covers is the timer firing late, which happens when the machine is busy
-//! (measured on 2 cores: 2 to 6 ms late while model threads or another process held the
-//! cores). So the reserve is learned: every timed-out call reports how long after its timeout
+//! (measured on 2 cores in the flapping-link e2e test: about 2.6 ms late while the model
+//! threads held the cores, and a fallback 20 ms past the budget with one more busy
+//! process). So the reserve is learned: every timed-out call reports how long after its timeout
 //! it actually ended, and the reserve is a floor plus that lateness's smoothed mean and four
 //! times its smoothed deviation (the shape of RFC 6298's RTO), within a cap.
 

@@ -34,8 +34,8 @@ pub enum TlsError {
 }
 
 /// Reads a PEM file named by `flag`, checking it holds at least one block of the expected kind
-/// (rustls parses it fully when the first connection is made, which is too late for a clear
-/// start-up error).
+/// (tonic parses it only when the server or channel is built, after the ports are bound: too
+/// late for a clear start-up error).
 fn read_pem(flag: &str, path: &Path, kind: &'static str) -> Result<Vec<u8>, TlsError> {
     let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
         flag: flag.to_string(),
