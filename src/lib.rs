@@ -18,19 +18,6 @@
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("edgeinfer.v1");
-
-    impl Reason {
-        /// True for the reasons where the edge answered although it wanted the cloud.
-        pub fn is_fallback(self) -> bool {
-            matches!(
-                self,
-                Reason::CloudUnavailable
-                    | Reason::CloudTimeout
-                    | Reason::CircuitOpen
-                    | Reason::BudgetTooSmall
-            )
-        }
-    }
 }
 
 /// The Open Inference Protocol v2, package `inference`.
@@ -54,4 +41,29 @@ pub mod service_names {
     pub const EDGE_ADMIN: &str = "edgeinfer.v1.EdgeAdmin";
     /// The Open Inference Protocol service.
     pub const OIP: &str = "inference.GRPCInferenceService";
+}
+
+/// The canonical upper-case name of a gRPC status code (`INVALID_ARGUMENT`, ...), as other
+/// gRPC tools print it and as metrics label refusals.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
 }

@@ -20,8 +20,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
-use edgeinfer::v1::{InferResponse, Reason, Tier, Timing};
 use edgeinfer_model::{Classifier, ModelMetadata};
+use edgeinfer_serving::answer::{Answer, Reason, Tier, Timing};
 use edgeinfer_serving::auth::BearerAuthLayer;
 use edgeinfer_serving::batcher::Batcher;
 use edgeinfer_serving::error::ServeError;
@@ -60,26 +60,26 @@ impl Node for CloudNode {
         std::slice::from_ref(self.batcher.metadata())
     }
 
-    async fn infer(&self, call: Call) -> Result<InferResponse, ServeError> {
+    async fn infer(&self, call: Call) -> Result<Answer, ServeError> {
         let scored = self.batcher.classify(call.input.values).await?;
         let (index, confidence) = argmax(&scored.probabilities);
-        let total_us = call.received.elapsed().as_micros() as u64;
-        Ok(InferResponse {
+        let total = call.received.elapsed();
+        Ok(Answer {
             id: call.id,
             label: self.batcher.metadata().labels[index].clone(),
-            class_index: index as u32,
+            class_index: index,
             confidence,
             probabilities: scored.probabilities,
-            served_by: Tier::Cloud as i32,
-            reason: Reason::Confident as i32,
+            served_by: Tier::Cloud,
+            reason: Reason::Confident,
             degraded: false,
             model: self.model_ref.clone(),
-            timing: Some(Timing {
-                queue_us: scored.queue.as_micros() as u64,
-                cloud_us: total_us,
-                total_us,
+            timing: Timing {
+                queue: scored.queue,
+                cloud: total,
+                total,
                 ..Timing::default()
-            }),
+            },
             edge_confidence: 0.0,
         })
     }

@@ -5,15 +5,14 @@ use std::sync::Arc;
 use edgeinfer::v1::edge_admin_server::EdgeAdmin;
 use edgeinfer::v1::set_link_profile_request::Profile;
 use edgeinfer::v1::{
-    ConfidenceMetric, EdgeStatus, Estimates, GetStatusRequest, LinkStats, Policy,
-    SetLinkProfileRequest, SetLinkProfileResponse, SetPolicyRequest,
+    EdgeStatus, Estimates, GetStatusRequest, LinkStats, Policy, SetLinkProfileRequest,
+    SetLinkProfileResponse, SetPolicyRequest,
 };
 use edgeinfer_linksim::LinkProfile;
 use edgeinfer_serving::node::model_info;
 use tonic::{Request, Response, Status};
 
-use crate::policy::validate;
-use crate::router::EdgeNode;
+use crate::node::EdgeNode;
 
 /// The admin service of an edge node.
 pub struct AdminService {
@@ -29,8 +28,9 @@ impl AdminService {
 
 /// The status of `node`, as `GetStatus` reports it.
 pub fn status(node: &EdgeNode) -> EdgeStatus {
+    let router = &node.router;
     let link = node.link.stats();
-    let est = node.estimates.snapshot();
+    let est = router.estimates.snapshot();
     let ms = |s: f64| s * 1e3;
     EdgeStatus {
         link_profile: link.profile.clone(),
@@ -46,20 +46,28 @@ pub fn status(node: &EdgeNode) -> EdgeStatus {
             srtt_ms: ms(est.srtt.unwrap_or(0.0)),
             rttvar_ms: ms(est.rttvar),
             rtt_p50_ms: ms(est.rtt_p50.unwrap_or(0.0)),
-            fallback_reserve_ms: ms(node.reserve.get().as_secs_f64()),
+            fallback_reserve_ms: ms(router.reserve.get().as_secs_f64()),
             uplink_mbps: est.uplink_bps.unwrap_or(0.0) / 1e6,
             downlink_mbps: est.downlink_bps.unwrap_or(0.0) / 1e6,
             cloud_ms: ms(est.cloud),
-            edge_compute_ms: node.batcher.batch_compute().as_secs_f64() * 1e3,
-            edge_queue_ms: node.batcher.expected_completion().as_secs_f64() * 1e3,
+            edge_compute_ms: router.model.batch_compute().as_secs_f64() * 1e3,
+            edge_queue_ms: router.model.expected_completion().as_secs_f64() * 1e3,
         }),
-        circuit: node.circuit.state() as i32,
-        policy: Some(node.policy()),
-        requests_by_reason: node.counters.reasons().into_iter().collect(),
-        requests_by_tier: node.counters.tiers().into_iter().collect(),
-        edge_model: Some(model_info(node.batcher.metadata())),
-        cloud_address: node
-            .upstream
+        circuit: router.circuit.state() as i32,
+        policy: Some(router.policy().into()),
+        requests_by_reason: router
+            .counters
+            .reasons()
+            .map(|(r, n)| (r.name().to_string(), n))
+            .collect(),
+        requests_by_tier: router
+            .counters
+            .tiers()
+            .map(|(t, n)| (t.name().to_string(), n))
+            .collect(),
+        edge_model: Some(model_info(router.model.metadata())),
+        cloud_address: router
+            .cloud
             .as_ref()
             .map_or_else(String::new, |u| u.address().to_string()),
         uptime_s: node.started.elapsed().as_secs_f64(),
@@ -100,7 +108,7 @@ impl EdgeAdmin for AdminService {
         // What was learned about the old link says nothing about a different one; the same
         // link with a new seed behaves alike, and keeps what the edge learned of it.
         if self.node.link.profile() != profile {
-            self.node.estimates.reset();
+            self.node.router.estimates.reset();
         }
         self.node.link.set_profile(profile.clone(), seed);
         Ok(Response::new(SetLinkProfileResponse {
@@ -113,32 +121,23 @@ impl EdgeAdmin for AdminService {
         &self,
         request: Request<SetPolicyRequest>,
     ) -> Result<Response<Policy>, Status> {
-        let r = request.into_inner();
-        let mut guard = self.node.policy.write().unwrap_or_else(|e| e.into_inner());
-        let mut next = *guard;
-        if let Some(t) = r.threshold {
-            next.threshold = t;
-        }
-        if let Some(b) = r.default_budget_ms {
-            next.default_budget_ms = b;
-        }
-        match ConfidenceMetric::try_from(r.confidence_metric) {
-            Ok(ConfidenceMetric::Unspecified) => {}
-            Ok(m) => next.confidence_metric = m as i32,
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "confidence_metric: {} is not a metric",
-                    r.confidence_metric
-                )));
-            }
-        }
-        validate(&next).map_err(Status::invalid_argument)?;
+        let change = request.into_inner();
+        // Read, check and replace under one lock, so that two changes at once both apply.
+        let mut guard = self
+            .node
+            .router
+            .policy
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let next = guard.updated(&change).map_err(Status::invalid_argument)?;
         *guard = next;
+        drop(guard);
         tracing::info!(
             threshold = next.threshold,
-            budget_ms = next.default_budget_ms,
+            budget_ms = next.default_budget.as_millis() as u64,
+            metric = ?next.metric,
             "policy changed"
         );
-        Ok(Response::new(next))
+        Ok(Response::new(next.into()))
     }
 }

@@ -8,6 +8,64 @@ use std::time::Duration;
 use edgeinfer::v1::CircuitState;
 use tokio::time::Instant;
 
+/// What the circuit allows, as the router's decision sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CircuitView {
+    /// Calls go through.
+    Closed,
+    /// Calls are refused until the cool-down ends.
+    Open,
+    /// Cooled down: the next call is the trial.
+    TrialFree,
+    /// Cooled down, and the trial is out: calls are refused until its outcome.
+    TrialOut,
+}
+
+impl CircuitView {
+    /// True when a call would be let through.
+    pub fn allows(self) -> bool {
+        matches!(self, CircuitView::Closed | CircuitView::TrialFree)
+    }
+}
+
+/// Permission for one cloud call. Its outcome is recorded by consuming it; dropped unused (the
+/// caller went away), it counts as inconclusive, so a half-open trial slot is never lost.
+#[must_use = "record the call's outcome"]
+pub struct CallPermit<'a> {
+    circuit: &'a CircuitBreaker,
+    settled: bool,
+}
+
+impl CallPermit<'_> {
+    /// The call succeeded: the circuit closes.
+    pub fn success(mut self) {
+        self.settled = true;
+        self.circuit.success();
+    }
+
+    /// The call failed; returns true when this failure opened the circuit.
+    pub fn failure(mut self) -> bool {
+        self.settled = true;
+        self.circuit.failure()
+    }
+
+    /// The call says nothing of the cloud's health (it ran out of a budget shorter than the
+    /// path's usual worst case): failures so far stand, and a half-open circuit lets the next
+    /// trial through.
+    pub fn inconclusive(mut self) {
+        self.settled = true;
+        self.circuit.inconclusive();
+    }
+}
+
+impl Drop for CallPermit<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.circuit.inconclusive();
+        }
+    }
+}
+
 #[derive(Debug)]
 enum State {
     Closed { failures: u32 },
@@ -37,32 +95,41 @@ impl CircuitBreaker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a call may go to the cloud now. In the half-open state only one trial is let
-    /// through until its outcome is recorded.
-    pub fn allow(&self) -> bool {
-        let mut s = self.lock();
-        match *s {
-            State::Closed { .. } => true,
-            State::Open { until } if Instant::now() < until => false,
-            State::Open { .. } => {
-                *s = State::HalfOpen { trial_out: true };
-                true
-            }
-            State::HalfOpen { trial_out: false } => {
-                *s = State::HalfOpen { trial_out: true };
-                true
-            }
-            State::HalfOpen { trial_out: true } => false,
+    /// What the circuit would allow now, without taking anything: what the router's pure
+    /// decision reads.
+    pub fn view(&self) -> CircuitView {
+        match *self.lock() {
+            State::Closed { .. } => CircuitView::Closed,
+            State::Open { until } if Instant::now() < until => CircuitView::Open,
+            State::Open { .. } | State::HalfOpen { trial_out: false } => CircuitView::TrialFree,
+            State::HalfOpen { trial_out: true } => CircuitView::TrialOut,
         }
     }
 
-    /// Records a successful call.
-    pub fn success(&self) {
+    /// Permission for one call to the cloud, or `None` while the circuit refuses calls. In the
+    /// half-open state the permit is the one trial: nobody else gets one until its outcome is
+    /// recorded (or it is dropped, which counts as inconclusive).
+    pub fn permit(&self) -> Option<CallPermit<'_>> {
+        let mut s = self.lock();
+        match *s {
+            State::Closed { .. } => {}
+            State::Open { until } if Instant::now() < until => return None,
+            State::Open { .. } | State::HalfOpen { trial_out: false } => {
+                *s = State::HalfOpen { trial_out: true };
+            }
+            State::HalfOpen { trial_out: true } => return None,
+        }
+        Some(CallPermit {
+            circuit: self,
+            settled: false,
+        })
+    }
+
+    fn success(&self) {
         *self.lock() = State::Closed { failures: 0 };
     }
 
-    /// Records a failed call; returns true when this failure opened the circuit.
-    pub fn failure(&self) -> bool {
+    fn failure(&self) -> bool {
         let mut s = self.lock();
         let open = match *s {
             State::Closed { failures } => failures + 1 >= self.threshold,
@@ -79,10 +146,7 @@ impl CircuitBreaker {
         open
     }
 
-    /// Records a call that says nothing of the cloud's health (it ran out of a budget shorter
-    /// than the path's usual worst case): failures so far stand, and a half-open circuit lets
-    /// the next trial through.
-    pub fn inconclusive(&self) {
+    fn inconclusive(&self) {
         let mut s = self.lock();
         if let State::HalfOpen { trial_out } = &mut *s {
             *trial_out = false;
@@ -103,48 +167,56 @@ impl CircuitBreaker {
 mod tests {
     use super::*;
 
+    fn fail(c: &CircuitBreaker) -> bool {
+        c.permit().expect("a permit").failure()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn opens_after_consecutive_failures_and_closes_after_a_good_trial() {
         let c = CircuitBreaker::new(3, Duration::from_secs(1));
-        assert!(c.allow());
-        assert!(!c.failure());
-        c.success();
-        assert!(!c.failure());
-        assert!(!c.failure());
-        assert!(c.failure(), "third consecutive failure opens");
+        assert_eq!(c.view(), CircuitView::Closed);
+        assert!(!fail(&c));
+        c.permit().unwrap().success();
+        assert!(!fail(&c));
+        assert!(!fail(&c));
+        assert!(fail(&c), "third consecutive failure opens");
         assert_eq!(c.state(), CircuitState::Open);
-        assert!(!c.allow());
+        assert_eq!(c.view(), CircuitView::Open);
+        assert!(c.permit().is_none());
         tokio::time::advance(Duration::from_millis(1001)).await;
         assert_eq!(c.state(), CircuitState::HalfOpen);
-        assert!(c.allow(), "one trial after the cool-down");
-        assert!(!c.allow(), "only one");
-        c.success();
+        assert_eq!(c.view(), CircuitView::TrialFree);
+        let trial = c.permit().expect("one trial after the cool-down");
+        assert!(c.permit().is_none(), "only one");
+        assert_eq!(c.view(), CircuitView::TrialOut);
+        trial.success();
         assert_eq!(c.state(), CircuitState::Closed);
-        assert!(c.allow());
+        assert!(c.permit().is_some());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_trial_reopens() {
         let c = CircuitBreaker::new(1, Duration::from_secs(1));
-        assert!(c.failure());
+        assert!(fail(&c));
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(c.allow());
-        assert!(c.failure());
+        assert!(fail(&c));
         assert_eq!(c.state(), CircuitState::Open);
-        assert!(!c.allow());
+        assert!(c.permit().is_none());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_inconclusive_call_neither_counts_nor_keeps_the_trial() {
+    async fn an_inconclusive_or_abandoned_call_neither_counts_nor_keeps_the_trial() {
         let c = CircuitBreaker::new(2, Duration::from_secs(1));
-        assert!(!c.failure());
-        c.inconclusive();
-        assert!(c.failure(), "the earlier failure still counts");
+        assert!(!fail(&c));
+        c.permit().unwrap().inconclusive();
+        assert!(fail(&c), "the earlier failure still counts");
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(c.allow());
-        assert!(!c.allow());
-        c.inconclusive();
+        let trial = c.permit().unwrap();
+        assert!(c.permit().is_none());
+        trial.inconclusive();
         assert_eq!(c.state(), CircuitState::HalfOpen);
-        assert!(c.allow(), "the trial slot is free again");
+        let trial = c.permit().expect("the trial slot is free again");
+        drop(trial);
+        assert!(c.permit().is_some(), "a dropped permit frees the slot too");
     }
 }

@@ -4,31 +4,33 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::PossibleValue;
 use clap::{Parser, ValueEnum};
-use edgeinfer::v1::ConfidenceMetric;
+
+use crate::policy::ConfidenceMetric;
 use edgeinfer_serving::batcher::BatcherConfig;
 use edgeinfer_serving::server::DEFAULT_MAX_MESSAGE_BYTES;
 use edgeinfer_serving::tls::{self, ClientFiles, TlsError};
 use tonic::transport::ServerTlsConfig;
 
-/// How the edge measures confidence in its own answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum MetricArg {
-    /// The largest calibrated probability.
-    MaxProbability,
-    /// Largest minus second largest probability.
-    Margin,
-    /// One minus the normalised entropy.
-    Entropy,
-}
+// The flag's spellings of the confidence metrics; the metric itself stays free of clap.
+impl ValueEnum for ConfidenceMetric {
+    fn value_variants<'a>() -> &'a [Self] {
+        &ConfidenceMetric::ALL
+    }
 
-impl From<MetricArg> for ConfidenceMetric {
-    fn from(m: MetricArg) -> Self {
-        match m {
-            MetricArg::MaxProbability => ConfidenceMetric::MaxProbability,
-            MetricArg::Margin => ConfidenceMetric::Margin,
-            MetricArg::Entropy => ConfidenceMetric::Entropy,
-        }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            ConfidenceMetric::MaxProbability => {
+                PossibleValue::new("max-probability").help("The largest calibrated probability")
+            }
+            ConfidenceMetric::Margin => {
+                PossibleValue::new("margin").help("Largest minus second largest probability")
+            }
+            ConfidenceMetric::Entropy => {
+                PossibleValue::new("entropy").help("One minus the normalised entropy")
+            }
+        })
     }
 }
 
@@ -75,8 +77,8 @@ pub struct EdgeConfig {
     pub budget_ms: u32,
 
     /// How confidence is measured.
-    #[arg(long, env = "EDGE_CONFIDENCE_METRIC", value_enum, default_value_t = MetricArg::MaxProbability)]
-    pub confidence_metric: MetricArg,
+    #[arg(long, env = "EDGE_CONFIDENCE_METRIC", value_enum, default_value_t = ConfidenceMetric::MaxProbability)]
+    pub confidence_metric: ConfidenceMetric,
 
     /// Bearer token presented to the cloud.
     #[arg(

@@ -85,6 +85,29 @@ impl Window {
     }
 }
 
+impl Snapshot {
+    /// Expected time of a cloud call sending `up_bytes` and receiving `down_bytes`: the median
+    /// round trip plus serialization at the measured rates plus the cloud's time. `None` while
+    /// the round trip has never been measured.
+    pub fn expected_call(&self, up_bytes: usize, down_bytes: usize) -> Option<Duration> {
+        let rtt = self.rtt_p50?;
+        let ser = |bytes: usize, bps: Option<f64>| bps.map_or(0.0, |b| bytes as f64 * 8.0 / b);
+        let total =
+            rtt + ser(up_bytes, self.uplink_bps) + ser(down_bytes, self.downlink_bps) + self.cloud;
+        Some(Duration::from_secs_f64(total.max(0.0)))
+    }
+
+    /// RFC 6298's retransmission timeout, SRTT + 4 RTTVAR, kept between 50 ms and 2 s; 1 s
+    /// before the first sample. An exchange slower than this is taken as lost: probes wait
+    /// this long, and only a cloud call given at least this long counts against the circuit
+    /// when it times out.
+    pub fn rto(&self) -> Duration {
+        self.srtt.map_or(Duration::from_secs(1), |srtt| {
+            Duration::from_secs_f64((srtt + 4.0 * self.rttvar).clamp(0.05, 2.0))
+        })
+    }
+}
+
 impl PathEstimates {
     /// The current estimates.
     pub fn snapshot(&self) -> Snapshot {
@@ -95,15 +118,9 @@ impl PathEstimates {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// RFC 6298's retransmission timeout, SRTT + 4 RTTVAR, kept between 50 ms and 2 s; 1 s
-    /// before the first sample. An exchange slower than this is taken as lost: probes wait
-    /// this long, and only a cloud call given at least this long counts against the circuit
-    /// when it times out.
+    /// RFC 6298's retransmission timeout of the current estimates ([`Snapshot::rto`]).
     pub fn rto(&self) -> Duration {
-        let s = self.snapshot();
-        s.srtt.map_or(Duration::from_secs(1), |srtt| {
-            Duration::from_secs_f64((srtt + 4.0 * s.rttvar).clamp(0.05, 2.0))
-        })
+        self.snapshot().rto()
     }
 
     /// Records the round trip of a small message (a probe), which is nearly all latency.
@@ -158,17 +175,6 @@ impl PathEstimates {
         state.snapshot.downlink_bps = rate(down_spb);
     }
 
-    /// Expected time of a cloud call sending `up_bytes` and receiving `down_bytes`: the median
-    /// round trip plus serialization at the measured rates plus the cloud's time. `None` while
-    /// the round trip has never been measured.
-    pub fn expected_call(&self, up_bytes: usize, down_bytes: usize) -> Option<Duration> {
-        let s = self.snapshot();
-        let rtt = s.rtt_p50?;
-        let ser = |bytes: usize, bps: Option<f64>| bps.map_or(0.0, |b| bytes as f64 * 8.0 / b);
-        let total = rtt + ser(up_bytes, s.uplink_bps) + ser(down_bytes, s.downlink_bps) + s.cloud;
-        Some(Duration::from_secs_f64(total.max(0.0)))
-    }
-
     /// Forgets everything, for a new link profile.
     pub fn reset(&self) {
         *self.lock() = State::default();
@@ -186,7 +192,7 @@ mod tests {
     #[test]
     fn rtt_follows_rfc_6298() {
         let e = PathEstimates::default();
-        assert_eq!(e.expected_call(100, 100), None);
+        assert_eq!(e.snapshot().expected_call(100, 100), None);
         e.observe_rtt(ms(40));
         let s = e.snapshot();
         assert_eq!(s.srtt, Some(0.040));
@@ -207,7 +213,7 @@ mod tests {
         assert!((s.uplink_bps.unwrap() - 10e6).abs() < 1.0);
         assert_eq!(s.downlink_bps, None, "a small message gives no rate");
         assert!((s.cloud - 0.005).abs() < 1e-12);
-        let expected = e.expected_call(125_000, 100).unwrap();
+        let expected = e.snapshot().expected_call(125_000, 100).unwrap();
         assert!((expected.as_secs_f64() - (0.020 + 0.100 + 0.005)).abs() < 1e-9);
     }
 
@@ -224,7 +230,7 @@ mod tests {
         let s = e.snapshot();
         assert_eq!(s.rtt_p50, Some(0.080));
         assert!(s.srtt.unwrap() > 0.090, "srtt {:?}", s.srtt);
-        assert_eq!(e.expected_call(10, 10), Some(ms(80)));
+        assert_eq!(e.snapshot().expected_call(10, 10), Some(ms(80)));
     }
 
     #[test]
@@ -269,7 +275,10 @@ mod tests {
         let up = s.uplink_bps.unwrap();
         assert!((up - 2e6).abs() < 1.0, "uplink {up}");
         assert_eq!(s.downlink_bps, None, "no serialization visible downstream");
-        assert_eq!(e.expected_call(3_000, 3_000), Some(ms(80 + 12 + 1)));
+        assert_eq!(
+            e.snapshot().expected_call(3_000, 3_000),
+            Some(ms(80 + 12 + 1))
+        );
     }
 
     #[test]
@@ -279,6 +288,6 @@ mod tests {
         let s = e.snapshot();
         assert_eq!((s.uplink_bps, s.downlink_bps), (None, None));
         assert!((s.cloud - 0.002).abs() < 1e-12);
-        assert_eq!(e.expected_call(3_000, 100), None);
+        assert_eq!(e.snapshot().expected_call(3_000, 100), None);
     }
 }

@@ -8,7 +8,11 @@
 //! # Layout
 //!
 //! - [`config`]: flags and `EDGE_*` environment twins.
-//! - [`router`]: the [`router::EdgeNode`] and its routing decision.
+//! - [`decide`]: the routing decision as pure functions of a snapshot and a request, returning
+//!   a plan.
+//! - [`router`]: the executor of plans, generic over the edge model and the cloud, with one
+//!   "call the cloud or fall back" path.
+//! - [`node`]: the [`node::EdgeNode`]: the router over the batcher and the cloud client.
 //! - [`policy`]: threshold, budget and confidence metrics.
 //! - [`estimates`]: online estimates of the cloud path (RFC 6298 round trip, rates, cloud time).
 //! - [`circuit`]: the circuit breaker in front of the cloud.
@@ -23,7 +27,9 @@
 pub mod admin;
 pub mod circuit;
 pub mod config;
+pub mod decide;
 pub mod estimates;
+pub mod node;
 pub mod policy;
 pub mod reserve;
 pub mod router;
@@ -37,7 +43,6 @@ use std::time::Duration;
 use anyhow::Context;
 use edgeinfer::service_names;
 use edgeinfer::v1::edge_admin_server::EdgeAdminServer;
-use edgeinfer::v1::{ConfidenceMetric, Policy};
 use edgeinfer_linksim::{Link, LinkProfile};
 use edgeinfer_model::Classifier;
 use edgeinfer_serving::auth::BearerAuthLayer;
@@ -52,8 +57,9 @@ use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 pub use config::EdgeConfig;
 
 use crate::circuit::CircuitBreaker;
-use crate::estimates::PathEstimates;
-use crate::router::EdgeNode;
+use crate::node::EdgeNode;
+use crate::policy::Policy;
+use crate::router::Router;
 use crate::upstream::Upstream;
 
 /// Everything the configuration names, loaded and checked before any port is bound.
@@ -186,40 +192,18 @@ impl RouterGauges {
     }
 
     fn refresh(&self, node: &EdgeNode) {
-        let e = node.estimates.snapshot();
+        let e = node.router.estimates.snapshot();
         self.srtt.set(e.srtt.unwrap_or(0.0));
         self.rttvar.set(e.rttvar);
         self.uplink_bps.set(e.uplink_bps.unwrap_or(0.0));
         self.downlink_bps.set(e.downlink_bps.unwrap_or(0.0));
         self.cloud.set(e.cloud);
-        self.circuit.set(node.circuit.state() as i64);
+        self.circuit.set(node.router.circuit.state() as i64);
         let l = node.link.stats();
         self.delivered.set(l.delivered as i64);
         self.lost.set(l.lost as i64);
         self.queued_bytes
             .set((l.uplink_queued_bytes + l.downlink_queued_bytes) as i64);
-    }
-}
-
-/// Probes the cloud through the link: keeps the round-trip estimate fresh, and lets a
-/// recovered cloud close the circuit without sacrificing a user's request.
-async fn probe_loop(node: Arc<EdgeNode>, upstream: Upstream, every: Duration) {
-    loop {
-        // A probe is a trial like any call: it waits for the circuit's permission.
-        if node.circuit.allow() {
-            match upstream.probe(node.estimates.rto()).await {
-                Ok(rtt) => {
-                    node.estimates.observe_rtt(rtt);
-                    node.circuit.success();
-                }
-                Err(e) => {
-                    if node.circuit.failure() {
-                        tracing::warn!(error = %e, "circuit to the cloud opened by probes");
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(every).await;
     }
 }
 
@@ -256,30 +240,25 @@ pub async fn run(
     let batcher = Batcher::new(model, config.batcher(), metrics.batcher.clone());
     let policy = Policy {
         threshold: config.threshold,
-        default_budget_ms: config.budget_ms,
-        confidence_metric: ConfidenceMetric::from(config.confidence_metric) as i32,
+        default_budget: Duration::from_millis(u64::from(config.budget_ms)),
+        metric: config.confidence_metric,
     };
+    let circuit = CircuitBreaker::new(
+        config.circuit_failures,
+        Duration::from_millis(config.circuit_cooldown_ms),
+    );
     let node = Arc::new(EdgeNode::new(
-        batcher,
-        upstream.clone(),
+        Router::new(batcher, upstream, circuit, policy),
         link,
-        Arc::new(CircuitBreaker::new(
-            config.circuit_failures,
-            Duration::from_millis(config.circuit_cooldown_ms),
-        )),
-        Arc::new(PathEstimates::default()),
-        policy,
         metrics,
     ));
 
     let shutdown = shutdown.shared();
     let mut background = Vec::new();
-    if let (Some(upstream), true) = (upstream, config.probe_interval_ms > 0) {
-        background.push(tokio::spawn(probe_loop(
-            node.clone(),
-            upstream,
-            Duration::from_millis(config.probe_interval_ms),
-        )));
+    if config.probe_interval_ms > 0 {
+        let node = node.clone();
+        let every = Duration::from_millis(config.probe_interval_ms);
+        background.push(tokio::spawn(async move { node.probe_loop(every).await }));
     }
     background.push(tokio::spawn({
         let node = node.clone();

@@ -1,41 +1,92 @@
-//! The router: where each request is answered (design.md section 5).
+//! The router's executor: it carries out the plans that [`crate::decide`] makes, through one
+//! "call the cloud or fall back" path, and learns from what it sees (round trips, rates, how
+//! late timers fire, the circuit's outcomes).
 //!
-//! 1. The budget is the smallest of the request's `latency_budget_ms`, its gRPC deadline and
-//!    the server default.
-//! 2. A forced placement is obeyed.
-//! 3. When the edge's expected completion exceeds the budget and the cloud is expected to fit,
-//!    the cloud answers (EDGE_OVERLOADED).
-//! 4. The edge model runs; at or above the threshold it answers (CONFIDENT).
-//! 5. Otherwise, with the circuit closed and the expected cloud call within what is left of the
-//!    budget, the cloud is asked with that remainder as its deadline (LOW_CONFIDENCE); any
-//!    failure falls back to the edge's answer, degraded, with the reason.
-//! 6. Otherwise the edge answers, degraded (CIRCUIT_OPEN or BUDGET_TOO_SMALL).
+//! The router is generic over the edge model ([`EdgeModel`]) and the cloud ([`Cloud`]), so that
+//! its tests run on tokio's paused clock with fakes of both; the node serves it with the
+//! batcher and the real cloud client.
 //!
 //! The router never looks inside the input or the labels: it works from probabilities and the
 //! model's metadata.
 
-use std::sync::Arc;
+use std::future::Future;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
-use edgeinfer::v1::infer_request::Input;
-use edgeinfer::v1::{
-    ConfidenceMetric, InferRequest, InferResponse, Placement, Policy, Reason, Tier, Timing,
-};
-use edgeinfer_linksim::Link;
+use edgeinfer_linksim::Transit;
 use edgeinfer_model::ModelMetadata;
+use edgeinfer_serving::answer::{Answer, Reason, Tier, Timing};
 use edgeinfer_serving::batcher::{BatchError, Batcher, Scored};
 use edgeinfer_serving::error::ServeError;
-use edgeinfer_serving::metrics::Metrics;
-use edgeinfer_serving::node::{Call, Node, argmax, model_ref};
-use prost::Message;
+use edgeinfer_serving::node::{Call, argmax, model_ref};
+use tokio::time::Instant;
 
-use crate::circuit::CircuitBreaker;
+use crate::circuit::{CircuitBreaker, CircuitView};
+use crate::decide::{self, Plan, Request};
 use crate::estimates::PathEstimates;
-use crate::policy::confidence;
+use crate::policy::Policy;
 use crate::reserve::FallbackReserve;
-use crate::upstream::{CallError, CloudAnswer, Upstream};
+
+/// The edge's model, as the router needs it.
+pub trait EdgeModel: Send + Sync + 'static {
+    /// The model's metadata.
+    fn metadata(&self) -> &ModelMetadata;
+    /// Scores one call's input.
+    fn classify(&self, call: &Call) -> impl Future<Output = Result<Scored, BatchError>> + Send;
+    /// Expected time until a request submitted now has its answer.
+    fn expected_completion(&self) -> Duration;
+}
+
+impl EdgeModel for Batcher {
+    fn metadata(&self) -> &ModelMetadata {
+        Batcher::metadata(self)
+    }
+
+    fn classify(&self, call: &Call) -> impl Future<Output = Result<Scored, BatchError>> + Send {
+        Batcher::classify(self, call.input.values.clone())
+    }
+
+    fn expected_completion(&self) -> Duration {
+        Batcher::expected_completion(self)
+    }
+}
+
+/// Why a cloud call gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No answer before the deadline (slow or lossy link, handover, overloaded cloud).
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The cloud could not be reached, or failed.
+    #[error("cloud unavailable: {0}")]
+    Unavailable(String),
+    /// The cloud refused the edge's credentials: a setting is wrong, not the network.
+    #[error("the cloud refused the edge's credentials: {0}")]
+    Refused(String),
+}
+
+/// A cloud answer and how it crossed the link.
+#[derive(Clone, Debug)]
+pub struct CloudAnswer {
+    /// The cloud's answer.
+    pub answer: Answer,
+    /// The simulated crossing (absent only if the link layer did not report it).
+    pub transit: Option<Transit>,
+}
+
+/// The cloud, as the router needs it.
+pub trait Cloud: Send + Sync + 'static {
+    /// Asks the cloud to answer `call` within `timeout` (sent along as its deadline). The
+    /// router also stops waiting at `timeout`.
+    fn infer(
+        &self,
+        call: &Call,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<CloudAnswer, CallError>> + Send;
+    /// Bytes of the message that asking the cloud about `call` sends.
+    fn message_bytes(&self, call: &Call) -> usize;
+}
 
 /// Encoded size of a cloud answer for a model with `classes` labels: the probabilities
 /// dominate; ids, labels and timing add about a hundred bytes.
@@ -46,63 +97,54 @@ fn expected_answer_bytes(classes: usize) -> usize {
 /// Answers by reason and by tier since start.
 #[derive(Debug, Default)]
 pub struct Counters {
-    by_reason: [AtomicU64; 9],
-    by_tier: [AtomicU64; 3],
+    by_reason: [AtomicU64; Reason::ALL.len()],
+    by_tier: [AtomicU64; Tier::ALL.len()],
 }
 
 impl Counters {
-    fn count(&self, tier: Tier, reason: Reason) {
-        self.by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
-        self.by_tier[tier as usize].fetch_add(1, Ordering::Relaxed);
+    fn count(&self, answer: &Answer) {
+        self.by_reason[answer.reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.by_tier[answer.served_by.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Non-zero counts by reason name.
-    pub fn reasons(&self) -> Vec<(String, u64)> {
-        (1..9)
-            .filter_map(|i| {
-                let n = self.by_reason[i].load(Ordering::Relaxed);
-                let name = Reason::try_from(i as i32).ok()?.as_str_name().to_string();
-                (n > 0).then_some((name, n))
-            })
-            .collect()
+    /// Non-zero counts by reason.
+    pub fn reasons(&self) -> impl Iterator<Item = (Reason, u64)> + '_ {
+        Reason::ALL
+            .into_iter()
+            .map(|r| (r, self.by_reason[r.index()].load(Ordering::Relaxed)))
+            .filter(|&(_, n)| n > 0)
     }
 
-    /// Non-zero counts by tier name.
-    pub fn tiers(&self) -> Vec<(String, u64)> {
-        (1..3)
-            .filter_map(|i| {
-                let n = self.by_tier[i].load(Ordering::Relaxed);
-                let name = Tier::try_from(i as i32).ok()?.as_str_name().to_string();
-                (n > 0).then_some((name, n))
-            })
-            .collect()
+    /// Non-zero counts by tier.
+    pub fn tiers(&self) -> impl Iterator<Item = (Tier, u64)> + '_ {
+        Tier::ALL
+            .into_iter()
+            .map(|t| (t, self.by_tier[t.index()].load(Ordering::Relaxed)))
+            .filter(|&(_, n)| n > 0)
     }
 }
 
-/// The edge node: its model, its view of the cloud, and its policy.
-pub struct EdgeNode {
-    /// The edge model behind its batcher.
-    pub(crate) batcher: Batcher,
-    /// "name@version" of the edge model.
+/// The router: the edge model, the cloud, and what the edge knows of both.
+pub struct Router<M, C> {
+    /// The edge model.
+    pub(crate) model: M,
+    /// "name@version" of the edge model, made once.
     model_ref: String,
     /// The cloud, when one is configured.
-    pub(crate) upstream: Option<Upstream>,
-    /// The simulated link the cloud calls cross (switchable at run time).
-    pub(crate) link: Link,
+    pub(crate) cloud: Option<C>,
     /// What the edge has learned about the cloud path.
-    pub(crate) estimates: Arc<PathEstimates>,
+    pub(crate) estimates: PathEstimates,
     /// Stops waiting on a cloud that keeps failing.
-    pub(crate) circuit: Arc<CircuitBreaker>,
+    pub(crate) circuit: CircuitBreaker,
     /// Threshold, default budget, confidence metric.
     pub(crate) policy: RwLock<Policy>,
-    /// Answers by reason and tier, for the status.
-    pub(crate) counters: Counters,
-    /// Request metrics.
-    metrics: Metrics,
-    /// Start time, for the status's uptime.
-    pub(crate) started: Instant,
     /// Time kept back from a cloud call for answering from the edge if the cloud is late.
     pub(crate) reserve: FallbackReserve,
+    /// Answers by reason and tier, for the status.
+    pub(crate) counters: Counters,
+    /// Set once the cloud's refusal of the edge's token has been logged: a wrong setting is
+    /// said once, not on every request.
+    refusal_logged: AtomicBool,
 }
 
 /// What the edge model said about one request.
@@ -111,29 +153,19 @@ struct EdgeView {
     confidence: f32,
 }
 
-impl EdgeNode {
-    /// An edge node; `upstream` is `None` when it runs without a cloud.
-    pub fn new(
-        batcher: Batcher,
-        upstream: Option<Upstream>,
-        link: Link,
-        circuit: Arc<CircuitBreaker>,
-        estimates: Arc<PathEstimates>,
-        policy: Policy,
-        metrics: Metrics,
-    ) -> Self {
+impl<M: EdgeModel, C: Cloud> Router<M, C> {
+    /// A router; `cloud` is `None` when the edge runs alone.
+    pub fn new(model: M, cloud: Option<C>, circuit: CircuitBreaker, policy: Policy) -> Self {
         Self {
-            model_ref: model_ref(batcher.metadata()),
-            batcher,
-            upstream,
-            link,
-            estimates,
+            model_ref: model_ref(model.metadata()),
+            model,
+            cloud,
+            estimates: PathEstimates::default(),
             circuit,
             policy: RwLock::new(policy),
-            counters: Counters::default(),
-            metrics,
-            started: Instant::now(),
             reserve: FallbackReserve::default(),
+            counters: Counters::default(),
+            refusal_logged: AtomicBool::new(false),
         }
     }
 
@@ -142,108 +174,202 @@ impl EdgeNode {
         *self.policy.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn meta(&self) -> &ModelMetadata {
-        self.batcher.metadata()
+    /// What the edge knows now, for a decision.
+    fn snapshot(&self) -> decide::Snapshot {
+        decide::Snapshot {
+            policy: self.policy(),
+            path: self.cloud.as_ref().map(|_| self.estimates.snapshot()),
+            circuit: self.circuit.view(),
+            edge_completion: self.model.expected_completion(),
+            reserve: self.reserve.get(),
+        }
+    }
+
+    /// Answers one call, and counts the answer.
+    pub async fn route(&self, call: &Call) -> Result<Answer, ServeError> {
+        let answer = self.execute(call).await?;
+        self.counters.count(&answer);
+        Ok(answer)
+    }
+
+    async fn execute(&self, call: &Call) -> Result<Answer, ServeError> {
+        let request = Request {
+            placement: call.placement,
+            concrete_model: call.model == self.model.metadata().name,
+            budget: (call.budget_ms > 0).then(|| Duration::from_millis(u64::from(call.budget_ms))),
+            deadline: call.deadline,
+            min_confidence: call.min_confidence,
+            received: call.received,
+            up_bytes: self.cloud.as_ref().map_or(0, |c| c.message_bytes(call)),
+            down_bytes: expected_answer_bytes(self.model.metadata().labels.len()),
+        };
+        let snapshot = self.snapshot();
+        let deadline = decide::deadline(&snapshot.policy, &request);
+        let metric = snapshot.policy.metric;
+        let mut edge: Option<EdgeView> = None;
+        let mut plan = decide::decide(&snapshot, &request, deadline, Instant::now());
+        loop {
+            plan = match plan {
+                Plan::Edge(reason) => {
+                    let view = match edge {
+                        Some(v) => v,
+                        None => self.run_edge(call, metric).await?,
+                    };
+                    return Ok(self.edge_answer(call, &view, reason));
+                }
+                Plan::EdgeThenDecide => match self.run_edge(call, metric).await {
+                    Ok(view) => {
+                        let next = decide::after_edge(
+                            &self.snapshot(),
+                            &request,
+                            view.confidence,
+                            deadline,
+                            Instant::now(),
+                        );
+                        edge = Some(view);
+                        next
+                    }
+                    Err(ServeError::Batch(BatchError::QueueFull(_))) => {
+                        decide::after_refusal(&self.snapshot(), &request, deadline, Instant::now())
+                    }
+                    Err(e) => return Err(e),
+                },
+                Plan::Cloud {
+                    timeout,
+                    reason,
+                    edge_first,
+                } => {
+                    if edge_first && edge.is_none() {
+                        edge = Some(self.run_edge(call, metric).await?);
+                    }
+                    return self.cloud_or_fall_back(call, edge, timeout, reason).await;
+                }
+                Plan::Refuse => {
+                    return Err(BatchError::QueueFull(0).into());
+                }
+            };
+        }
     }
 
     async fn run_edge(
         &self,
         call: &Call,
-        metric: ConfidenceMetric,
-    ) -> Result<EdgeView, BatchError> {
-        let scored = self.batcher.classify(call.input.values.clone()).await?;
-        let confidence = confidence(metric, &scored.probabilities);
+        metric: crate::policy::ConfidenceMetric,
+    ) -> Result<EdgeView, ServeError> {
+        let scored = self.model.classify(call).await?;
+        let confidence = metric.of(&scored.probabilities);
         Ok(EdgeView { scored, confidence })
     }
 
-    /// The message sent to the cloud: 8-bit pixels when exact (a quarter of the bytes).
-    fn cloud_request(&self, call: &Call, remaining: Duration) -> InferRequest {
-        let input = if call.input.exact_u8 {
-            Input::Raw(call.input.to_u8())
-        } else {
-            Input::Pixels(edgeinfer::v1::Pixels {
-                values: call.input.values.clone(),
-            })
-        };
-        InferRequest {
-            id: call.id.clone(),
-            input: Some(input),
-            latency_budget_ms: remaining.as_millis().clamp(1, u128::from(u32::MAX)) as u32,
-            min_confidence: None,
-            placement: Placement::Auto as i32,
-            model: String::new(),
-        }
-    }
-
-    /// Whether a cloud call of this size is expected to fit in `remaining`. Before the first
-    /// measurement the answer is yes: calling is the only way to learn.
-    fn cloud_fits(&self, up_bytes: usize, remaining: Duration) -> bool {
-        self.estimates
-            .expected_call(up_bytes, expected_answer_bytes(self.meta().labels.len()))
-            .is_none_or(|expected| expected <= remaining)
-    }
-
-    async fn call_cloud(
+    /// The one path to the cloud: take the circuit's permission, call, learn from the
+    /// outcome, and answer from the cloud or, on any failure, from the edge (running its model
+    /// now if it has not run).
+    async fn cloud_or_fall_back(
         &self,
-        upstream: &Upstream,
-        request: InferRequest,
-        remaining: Duration,
-    ) -> Result<CloudAnswer, CallError> {
-        let up_bytes = request.encoded_len();
+        call: &Call,
+        edge: Option<EdgeView>,
+        timeout: Duration,
+        reason: Reason,
+    ) -> Result<Answer, ServeError> {
+        let (Some(cloud), Some(permit)) = (&self.cloud, self.circuit.permit()) else {
+            let reason = if self.cloud.is_none() {
+                Reason::CloudUnavailable
+            } else {
+                Reason::CircuitOpen
+            };
+            return self.fall_back(call, edge, reason).await;
+        };
         let started = Instant::now();
-        let result = upstream.infer(request, remaining).await;
-        if let Err(CallError::Timeout(_)) = &result {
-            self.reserve.observe(remaining, started.elapsed());
-        }
-        match &result {
+        let result = match tokio::time::timeout(timeout, cloud.infer(call, timeout)).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout(timeout)),
+        };
+        let failure = match result {
             Ok(answer) => {
-                self.circuit.success();
+                permit.success();
                 if let Some(t) = answer.transit {
-                    let cloud_us = answer.response.timing.as_ref().map_or(0, |t| t.cloud_us);
                     self.estimates.observe_exchange(
-                        up_bytes,
+                        t.uplink_bytes,
                         t.uplink,
                         t.downlink_bytes,
                         t.downlink,
-                        Duration::from_micros(cloud_us),
+                        answer.answer.timing.cloud,
                     );
                 }
+                return Ok(self.cloud_answer(call, edge.as_ref(), answer, reason));
             }
-            // A call cut short by a budget below the path's retransmission timeout
-            // (SRTT + 4 RTTVAR) was a gamble on a fast exchange, not a test of the cloud:
-            // on a heavy-tailed link such calls miss often while the cloud is fine.
-            Err(CallError::Timeout(_)) if remaining < self.estimates.rto() => {
-                self.circuit.inconclusive();
-                tracing::debug!(?remaining, "cloud call ran out of a short budget");
-            }
-            Err(e) => {
-                if self.circuit.failure() {
-                    tracing::warn!(error = %e, "circuit to the cloud opened");
+            Err(e) => e,
+        };
+        let fallback = match &failure {
+            CallError::Timeout(_) => {
+                self.reserve.observe(timeout, started.elapsed());
+                // A call cut short by a budget below the path's retransmission timeout
+                // (SRTT + 4 RTTVAR) was a gamble on a fast exchange, not a test of the cloud:
+                // on a heavy-tailed link such calls miss often while the cloud is fine.
+                if timeout < self.estimates.rto() {
+                    permit.inconclusive();
+                } else if permit.failure() {
+                    tracing::warn!(error = %failure, "circuit to the cloud opened");
                 }
-                tracing::debug!(error = %e, "cloud call failed");
+                Reason::CloudTimeout
             }
-        }
-        result
+            CallError::Unavailable(_) | CallError::Refused(_) => {
+                if permit.failure() {
+                    tracing::warn!(error = %failure, "circuit to the cloud opened");
+                }
+                self.log_refusal(&failure);
+                Reason::CloudUnavailable
+            }
+        };
+        tracing::debug!(error = %failure, "cloud call failed; the edge answers");
+        self.fall_back(call, edge, fallback).await
     }
 
-    fn edge_answer(&self, call: &Call, view: &EdgeView, reason: Reason) -> InferResponse {
+    /// Says once, at ERROR, that the cloud refuses the edge's token: every later call would
+    /// fail the same way until the setting is fixed.
+    pub(crate) fn log_refusal(&self, error: &CallError) {
+        if let CallError::Refused(message) = error
+            && !self.refusal_logged.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(
+                cloud_says = %message,
+                "the cloud refuses the edge's credentials: check --cloud-token / \
+                 --cloud-token-file (EDGE_CLOUD_TOKEN); the edge answers by itself meanwhile"
+            );
+        }
+    }
+
+    async fn fall_back(
+        &self,
+        call: &Call,
+        edge: Option<EdgeView>,
+        reason: Reason,
+    ) -> Result<Answer, ServeError> {
+        let view = match edge {
+            Some(v) => v,
+            None => self.run_edge(call, self.policy().metric).await?,
+        };
+        Ok(self.edge_answer(call, &view, reason))
+    }
+
+    fn edge_answer(&self, call: &Call, view: &EdgeView, reason: Reason) -> Answer {
         let (index, confidence) = argmax(&view.scored.probabilities);
-        InferResponse {
+        Answer {
             id: call.id.clone(),
-            label: self.meta().labels[index].clone(),
-            class_index: index as u32,
+            label: self.model.metadata().labels[index].clone(),
+            class_index: index,
             confidence,
             probabilities: view.scored.probabilities.clone(),
-            served_by: Tier::Edge as i32,
-            reason: reason as i32,
+            served_by: Tier::Edge,
+            reason,
             degraded: reason.is_fallback(),
             model: self.model_ref.clone(),
-            timing: Some(Timing {
-                queue_us: view.scored.queue.as_micros() as u64,
-                edge_compute_us: view.scored.compute.as_micros() as u64,
-                total_us: call.received.elapsed().as_micros() as u64,
+            timing: Timing {
+                queue: view.scored.queue,
+                edge_compute: view.scored.compute,
+                total: call.received.elapsed(),
                 ..Timing::default()
-            }),
+            },
             edge_confidence: view.confidence,
         }
     }
@@ -252,186 +378,36 @@ impl EdgeNode {
         &self,
         call: &Call,
         edge: Option<&EdgeView>,
-        answer: CloudAnswer,
+        cloud: CloudAnswer,
         reason: Reason,
-    ) -> InferResponse {
-        let mut r = answer.response;
-        let cloud_us = r.timing.as_ref().map_or(0, |t| t.cloud_us);
-        let transit = answer.transit.unwrap_or(edgeinfer_linksim::Transit {
-            uplink: Duration::ZERO,
-            downlink: Duration::ZERO,
-            uplink_bytes: 0,
-            downlink_bytes: 0,
-        });
-        r.id = call.id.clone();
-        r.served_by = Tier::Cloud as i32;
-        r.reason = reason as i32;
-        r.degraded = false;
-        r.edge_confidence = edge.map_or(0.0, |e| e.confidence);
-        r.timing = Some(Timing {
-            queue_us: edge.map_or(0, |e| e.scored.queue.as_micros() as u64),
-            edge_compute_us: edge.map_or(0, |e| e.scored.compute.as_micros() as u64),
-            uplink_us: transit.uplink.as_micros() as u64,
-            cloud_us,
-            downlink_us: transit.downlink.as_micros() as u64,
-            total_us: call.received.elapsed().as_micros() as u64,
-        });
-        r
+    ) -> Answer {
+        let (uplink, downlink) = cloud
+            .transit
+            .map_or((Duration::ZERO, Duration::ZERO), |t| (t.uplink, t.downlink));
+        Answer {
+            id: call.id.clone(),
+            served_by: Tier::Cloud,
+            reason,
+            degraded: false,
+            edge_confidence: edge.map_or(0.0, |e| e.confidence),
+            timing: Timing {
+                queue: edge.map_or(Duration::ZERO, |e| e.scored.queue),
+                edge_compute: edge.map_or(Duration::ZERO, |e| e.scored.compute),
+                uplink,
+                cloud: cloud.answer.timing.cloud,
+                downlink,
+                total: call.received.elapsed(),
+            },
+            ..cloud.answer
+        }
     }
 
-    /// The request's budget: the smallest of its own, its deadline and the default.
-    fn budget(&self, call: &Call, policy: &Policy) -> Duration {
-        let mut budget = Duration::from_millis(u64::from(policy.default_budget_ms));
-        if call.budget_ms > 0 {
-            budget = budget.min(Duration::from_millis(u64::from(call.budget_ms)));
-        }
-        if let Some(d) = call.deadline {
-            budget = budget.min(d);
-        }
-        budget
-    }
-
-    fn record(&self, response: InferResponse) -> InferResponse {
-        self.counters.count(response.served_by(), response.reason());
-        response
-    }
-
-    /// Falls back to the edge model after a failed cloud call; runs it now if it has not run.
-    async fn fall_back(
-        &self,
-        call: &Call,
-        edge: Option<EdgeView>,
-        metric: ConfidenceMetric,
-        error: &CallError,
-    ) -> Result<InferResponse, ServeError> {
-        let reason = match error {
-            CallError::Timeout(_) => Reason::CloudTimeout,
-            CallError::Unavailable(_) => Reason::CloudUnavailable,
-        };
-        let view = match edge {
-            Some(v) => v,
-            None => self.run_edge(call, metric).await?,
-        };
-        Ok(self.edge_answer(call, &view, reason))
-    }
-
-    async fn route(&self, call: Call) -> Result<InferResponse, ServeError> {
-        let policy = self.policy();
-        let metric = ConfidenceMetric::try_from(policy.confidence_metric)
-            .unwrap_or(ConfidenceMetric::MaxProbability);
-        // A concrete model's name asks for that model: the edge model answers by itself.
-        if call.model == self.meta().name {
-            let view = self.run_edge(&call, metric).await?;
-            return Ok(self.edge_answer(&call, &view, Reason::Placement));
-        }
-        let budget = self.budget(&call, &policy);
-        let deadline = call.received + budget;
-        // The cloud gets the budget less a reserve, so that a fallback after a cloud timeout
-        // is still answered within the budget (see `reserve`).
-        let reserve = self.reserve.get();
-        let remaining = || {
-            deadline
-                .saturating_duration_since(Instant::now())
-                .saturating_sub(reserve)
-        };
-        let threshold = call.min_confidence.unwrap_or(policy.threshold);
-
-        match (call.placement, &self.upstream) {
-            (Placement::EdgeOnly, _) | (Placement::CloudOnly, None) => {
-                let view = self.run_edge(&call, metric).await?;
-                let reason = if self.upstream.is_none() && call.placement == Placement::CloudOnly {
-                    Reason::CloudUnavailable
-                } else {
-                    Reason::Placement
-                };
-                return Ok(self.edge_answer(&call, &view, reason));
-            }
-            (Placement::CloudOnly, Some(upstream)) => {
-                // The edge answer is ready first (microseconds), so a failed cloud call still
-                // gets an answer within the budget.
-                let view = self.run_edge(&call, metric).await?;
-                let request = self.cloud_request(&call, remaining());
-                return match self.call_cloud(upstream, request, remaining()).await {
-                    Ok(answer) => {
-                        Ok(self.cloud_answer(&call, Some(&view), answer, Reason::Placement))
-                    }
-                    Err(e) => self.fall_back(&call, Some(view), metric, &e).await,
-                };
-            }
-            (Placement::Auto, _) => {}
-        }
-
-        // Step 3: the edge cannot make it in time but the cloud can.
-        // The cloud message is built only when the edge is late: not on every request's path.
-        if let Some(upstream) = &self.upstream
-            && self.batcher.expected_completion() > remaining()
-        {
-            let request = self.cloud_request(&call, remaining());
-            if self.cloud_fits(request.encoded_len(), remaining()) && self.circuit.allow() {
-                return match self.call_cloud(upstream, request, remaining()).await {
-                    Ok(answer) => {
-                        Ok(self.cloud_answer(&call, None, answer, Reason::EdgeOverloaded))
-                    }
-                    Err(e) => self.fall_back(&call, None, metric, &e).await,
-                };
-            }
-        }
-
-        // Step 4: the edge model.
-        let view = match self.run_edge(&call, metric).await {
-            Ok(v) => v,
-            Err(BatchError::QueueFull(n)) => {
-                // The edge's queue is full: the cloud takes it when it can, else refuse now.
-                if let Some(upstream) = &self.upstream {
-                    let request = self.cloud_request(&call, remaining());
-                    if self.cloud_fits(request.encoded_len(), remaining()) && self.circuit.allow() {
-                        if let Ok(answer) = self.call_cloud(upstream, request, remaining()).await {
-                            return Ok(self.cloud_answer(
-                                &call,
-                                None,
-                                answer,
-                                Reason::EdgeOverloaded,
-                            ));
-                        }
-                    }
-                }
-                return Err(BatchError::QueueFull(n).into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if view.confidence >= threshold {
-            return Ok(self.edge_answer(&call, &view, Reason::Confident));
-        }
-
-        // Step 5 and 6: unsure; the cloud if it can answer in time.
-        let Some(upstream) = &self.upstream else {
-            return Ok(self.edge_answer(&call, &view, Reason::CloudUnavailable));
-        };
-        let request = self.cloud_request(&call, remaining());
-        if !self.cloud_fits(request.encoded_len(), remaining()) {
-            return Ok(self.edge_answer(&call, &view, Reason::BudgetTooSmall));
-        }
-        if !self.circuit.allow() {
-            return Ok(self.edge_answer(&call, &view, Reason::CircuitOpen));
-        }
-        match self.call_cloud(upstream, request, remaining()).await {
-            Ok(answer) => Ok(self.cloud_answer(&call, Some(&view), answer, Reason::LowConfidence)),
-            Err(e) => self.fall_back(&call, Some(view), metric, &e).await,
-        }
+    /// The circuit as the status reports it.
+    pub fn circuit_view(&self) -> CircuitView {
+        self.circuit.view()
     }
 }
 
-#[tonic::async_trait]
-impl Node for EdgeNode {
-    fn models(&self) -> &[ModelMetadata] {
-        std::slice::from_ref(self.meta())
-    }
-
-    async fn infer(&self, call: Call) -> Result<InferResponse, ServeError> {
-        self.route(call).await.map(|r| self.record(r))
-    }
-
-    fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-}
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

@@ -8,9 +8,14 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use edgeinfer::v1::infer_request::Input;
 use edgeinfer::v1::inference_client::InferenceClient;
-use edgeinfer::v1::{InferRequest, InferResponse};
+use edgeinfer::v1::{InferRequest, InferResponse, Pixels};
 use edgeinfer_linksim::{Link, LinkService, Transit};
+use edgeinfer_serving::answer::{Answer, Placement, Reason, Tier, Timing};
+use edgeinfer_serving::node::Call;
+
+use crate::router::{CallError, Cloud, CloudAnswer};
 use http::Uri;
 use tokio::sync::mpsc::Sender;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -19,32 +24,12 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-/// Why a cloud call gave no answer.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// No answer before the deadline (slow or lossy link, handover, overloaded cloud).
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// The cloud refused or could not be reached.
-    #[error("cloud unavailable: {0}")]
-    Unavailable(String),
-}
-
 /// A bad cloud address.
 #[derive(Debug, thiserror::Error)]
 #[error("--cloud / EDGE_CLOUD {url:?}: {message}")]
 pub struct AddressError {
     url: String,
     message: String,
-}
-
-/// A cloud answer and how it crossed the link.
-#[derive(Debug)]
-pub struct CloudAnswer {
-    /// The cloud's response.
-    pub response: InferResponse,
-    /// The simulated crossing (absent only if the link layer did not report it).
-    pub transit: Option<Transit>,
 }
 
 type Linked = LinkService<Channel>;
@@ -175,26 +160,11 @@ impl Upstream {
         let mut client = self.inference.clone();
         match tokio::time::timeout(timeout, client.infer(request)).await {
             Err(_) => Err(CallError::Timeout(timeout)),
-            // The deadline passed: reported by the cloud (DEADLINE_EXCEEDED) or by the
-            // client side (the link layer enforces grpc-timeout and yields CANCELLED, as a
-            // real channel's timeout does).
-            Ok(Err(status))
-                if matches!(
-                    status.code(),
-                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-                ) =>
-            {
-                Err(CallError::Timeout(timeout))
-            }
-            Ok(Err(status)) => Err(CallError::Unavailable(format!(
-                "{:?}: {}",
-                status.code(),
-                status.message()
-            ))),
+            Ok(Err(status)) => Err(call_error(&status, timeout)),
             Ok(Ok(response)) => {
                 let transit = response.extensions().get::<Transit>().copied();
                 Ok(CloudAnswer {
-                    response: response.into_inner(),
+                    answer: from_wire(response.into_inner()),
                     transit,
                 })
             }
@@ -209,10 +179,81 @@ impl Upstream {
         let mut client = self.health.clone();
         match tokio::time::timeout(timeout, client.check(request)).await {
             Err(_) => Err(CallError::Timeout(timeout)),
-            Ok(Err(status)) => Err(CallError::Unavailable(status.message().to_string())),
+            Ok(Err(status)) => Err(call_error(&status, timeout)),
             Ok(Ok(r)) if r.get_ref().status == 1 => Ok(started.elapsed()),
             Ok(Ok(_)) => Err(CallError::Unavailable("the cloud is not serving".into())),
         }
+    }
+}
+
+/// The message sent to the cloud for `call`: 8-bit pixels when exact (a quarter of the bytes).
+fn cloud_request(call: &Call, timeout: Duration) -> InferRequest {
+    let input = if call.input.exact_u8 {
+        Input::Raw(call.input.to_u8())
+    } else {
+        Input::Pixels(Pixels {
+            values: call.input.values.clone(),
+        })
+    };
+    InferRequest {
+        id: call.id.clone(),
+        input: Some(input),
+        latency_budget_ms: timeout.as_millis().clamp(1, u128::from(u32::MAX)) as u32,
+        min_confidence: None,
+        placement: edgeinfer::v1::Placement::from(Placement::Auto) as i32,
+        model: String::new(),
+    }
+}
+
+/// What a refused or failed call means to the router.
+fn call_error(status: &tonic::Status, timeout: Duration) -> CallError {
+    match status.code() {
+        // The deadline passed: reported by the cloud (DEADLINE_EXCEEDED) or by the client side
+        // (the link layer enforces grpc-timeout and yields CANCELLED, as a real channel's
+        // timeout does).
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => CallError::Timeout(timeout),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            CallError::Refused(status.message().to_string())
+        }
+        code => CallError::Unavailable(format!("{code:?}: {}", status.message())),
+    }
+}
+
+/// The cloud's wire answer as the router's domain answer. The cloud's own provenance (it
+/// always says CLOUD) is replaced by the router; its time is what matters.
+fn from_wire(r: InferResponse) -> Answer {
+    let timing = r.timing.unwrap_or_default();
+    Answer {
+        id: r.id,
+        label: r.label,
+        class_index: r.class_index as usize,
+        confidence: r.confidence,
+        probabilities: r.probabilities,
+        served_by: Tier::Cloud,
+        reason: Reason::Confident,
+        degraded: false,
+        model: r.model,
+        timing: Timing {
+            cloud: Duration::from_micros(timing.cloud_us),
+            ..Timing::default()
+        },
+        edge_confidence: 0.0,
+    }
+}
+
+impl Cloud for Upstream {
+    async fn infer(&self, call: &Call, timeout: Duration) -> Result<CloudAnswer, CallError> {
+        Upstream::infer(self, cloud_request(call, timeout), timeout).await
+    }
+
+    fn message_bytes(&self, call: &Call) -> usize {
+        // The encoded size without building the message: what `cloud_request` would send.
+        let input = if call.input.exact_u8 {
+            call.input.values.len()
+        } else {
+            call.input.values.len() * 4
+        };
+        input + prost::length_delimiter_len(input) + call.id.len() + 16
     }
 }
 

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`answer`]: the domain types of an answer (tier, reason, placement, timing), converted to
+//!   the wire only by the front ends and the edge's cloud client.
 //! - [`input`]: untrusted request bytes (images, pixels, tensors) to a model's input.
 //! - [`batcher`]: the dynamic batcher: bounded queue, whatever-is-waiting batches, worker
 //!   threads off the async runtime.
@@ -21,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod answer;
 pub mod auth;
 pub mod batcher;
 pub mod cli;

@@ -25,27 +25,29 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use crate::answer::{Reason, Tier};
+
 /// Labels of an answered request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// "EDGE" or "CLOUD".
-    pub served_by: String,
+    pub served_by: &'static str,
     /// The routing reason, for example "CONFIDENT".
-    pub reason: String,
+    pub reason: &'static str,
 }
 
 /// Labels of a refused request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
-    /// The gRPC status code name, for example "InvalidArgument".
-    pub code: String,
+    /// The gRPC status code name, for example "INVALID_ARGUMENT".
+    pub code: &'static str,
 }
 
 /// Labels of a latency observation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TierLabels {
     /// "EDGE" or "CLOUD".
-    pub served_by: String,
+    pub served_by: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -153,17 +155,17 @@ impl Metrics {
     }
 
     /// Counts one answered request.
-    pub fn answered(&self, served_by: &str, reason: &str, seconds: f64) {
+    pub fn answered(&self, tier: Tier, reason: Reason, seconds: f64) {
+        // Label values are static names: counting allocates nothing once a series exists.
+        let served_by = tier.name();
         self.requests
             .get_or_create(&RequestLabels {
-                served_by: served_by.to_string(),
-                reason: reason.to_string(),
+                served_by,
+                reason: reason.name(),
             })
             .inc();
         self.request_seconds
-            .get_or_create(&TierLabels {
-                served_by: served_by.to_string(),
-            })
+            .get_or_create(&TierLabels { served_by })
             .observe(seconds);
     }
 
@@ -171,7 +173,7 @@ impl Metrics {
     pub fn failed(&self, code: tonic::Code) {
         self.failures
             .get_or_create(&CodeLabels {
-                code: format!("{code:?}"),
+                code: edgeinfer::code_name(code),
             })
             .inc();
     }
@@ -247,14 +249,14 @@ mod tests {
     fn answered_requests_appear_in_the_exposition() {
         let mut registry = Registry::with_prefix("edgeinfer");
         let m = Metrics::register(&mut registry);
-        m.answered("EDGE", "CONFIDENT", 0.001);
+        m.answered(Tier::Edge, Reason::Confident, 0.001);
         m.failed(tonic::Code::InvalidArgument);
         let text = render(&registry);
         assert!(
             text.contains("edgeinfer_requests_total{served_by=\"EDGE\",reason=\"CONFIDENT\"} 1"),
             "{text}"
         );
-        assert!(text.contains("edgeinfer_request_failures_total{code=\"InvalidArgument\"} 1"));
+        assert!(text.contains("edgeinfer_request_failures_total{code=\"INVALID_ARGUMENT\"} 1"));
         assert!(text.contains("edgeinfer_request_duration_seconds_count{served_by=\"EDGE\"} 1"));
         assert!(text.ends_with("# EOF\n"));
     }

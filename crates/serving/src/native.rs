@@ -3,19 +3,18 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use edgeinfer::v1::inference_server::Inference;
-use edgeinfer::v1::{
-    InferRequest, InferResponse, ListModelsRequest, ListModelsResponse, Placement,
-};
+use edgeinfer::v1::{InferRequest, InferResponse, ListModelsRequest, ListModelsResponse};
 use futures::Stream;
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::answer::Placement;
 use crate::error::ServeError;
 use crate::input::decode_native;
 use crate::node::{Call, Node, fresh_id, input_spec, model_info, request_deadline};
@@ -43,8 +42,12 @@ pub fn decode_call<N: Node + ?Sized>(
     received: Instant,
     deadline: Option<std::time::Duration>,
 ) -> Result<Call, ServeError> {
-    let (model, meta) = node.resolve(&request.model)?;
-    let input = decode_native(request.input.as_ref(), &input_spec(&meta), &node.limits())?;
+    let resolved = node.resolve(&request.model)?;
+    let input = decode_native(
+        request.input.as_ref(),
+        &input_spec(resolved.meta),
+        &node.limits(),
+    )?;
     if let Some(c) = request.min_confidence
         && !(0.0..=1.0).contains(&c)
     {
@@ -66,7 +69,7 @@ pub fn decode_call<N: Node + ?Sized>(
         } else {
             request.id
         },
-        model,
+        model: resolved.name.to_string(),
         input,
         budget_ms: request.latency_budget_ms,
         min_confidence: request.min_confidence,
@@ -93,19 +96,19 @@ pub async fn answer<N: Node + ?Sized>(
             Err(e) => Err(e),
         };
         match result {
-            Ok(response) => {
+            Ok(answer) => {
                 node.metrics().answered(
-                    response.served_by().as_str_name(),
-                    response.reason().as_str_name(),
+                    answer.served_by,
+                    answer.reason,
                     received.elapsed().as_secs_f64(),
                 );
                 tracing::debug!(
-                    served_by = response.served_by().as_str_name(),
-                    reason = response.reason().as_str_name(),
-                    total_us = response.timing.as_ref().map_or(0, |t| t.total_us),
+                    served_by = answer.served_by.name(),
+                    reason = answer.reason.name(),
+                    total_us = answer.timing.total.as_micros() as u64,
                     "answered"
                 );
-                Ok(response)
+                Ok(answer.into())
             }
             Err(e) => {
                 let status = Status::from(e);

@@ -2,11 +2,13 @@
 //! native and Open Inference Protocol services both decode their requests into a [`Call`] and
 //! hand it to the node, so validation, tracing and metrics are written once for both.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use edgeinfer::v1::{InferResponse, ModelInfo, Placement};
+use edgeinfer::v1::ModelInfo;
 use edgeinfer_model::ModelMetadata;
+use tokio::time::Instant;
 
+use crate::answer::{Answer, Placement};
 use crate::error::ServeError;
 use crate::input::{Decoded, InputLimits, InputSpec};
 use crate::metrics::Metrics;
@@ -26,7 +28,7 @@ pub struct Call {
     pub min_confidence: Option<f32>,
     /// Where the request may be answered.
     pub placement: Placement,
-    /// When the request arrived.
+    /// When the request arrived (tokio's clock, so tests can pause it).
     pub received: Instant,
     /// Time the client allowed (its gRPC deadline), measured from `received`.
     pub deadline: Option<Duration>,
@@ -40,7 +42,7 @@ pub trait Node: Send + Sync + 'static {
     fn models(&self) -> &[ModelMetadata];
 
     /// Answers one call.
-    async fn infer(&self, call: Call) -> Result<InferResponse, ServeError>;
+    async fn infer(&self, call: Call) -> Result<Answer, ServeError>;
 
     /// The node's metrics.
     fn metrics(&self) -> &Metrics;
@@ -51,8 +53,9 @@ pub trait Node: Send + Sync + 'static {
     }
 
     /// Resolves a requested model name: empty or the task name means the task (answered by the
-    /// first model, routed on the edge); a concrete model's name selects it.
-    fn resolve(&self, requested: &str) -> Result<(String, ModelMetadata), ServeError> {
+    /// first model, routed on the edge); a concrete model's name selects it. Borrows the
+    /// metadata: nothing is copied per request.
+    fn resolve(&self, requested: &str) -> Result<Resolved<'_>, ServeError> {
         let models = self.models();
         let Some(primary) = models.first() else {
             return Err(ServeError::UnknownModel {
@@ -61,10 +64,16 @@ pub trait Node: Send + Sync + 'static {
             });
         };
         if requested.is_empty() || requested == primary.task {
-            return Ok((primary.task.clone(), primary.clone()));
+            return Ok(Resolved {
+                name: &primary.task,
+                meta: primary,
+            });
         }
         if let Some(m) = models.iter().find(|m| m.name == requested) {
-            return Ok((m.name.clone(), m.clone()));
+            return Ok(Resolved {
+                name: &m.name,
+                meta: m,
+            });
         }
         let mut served = vec![primary.task.clone()];
         served.extend(models.iter().map(|m| m.name.clone()));
@@ -73,6 +82,15 @@ pub trait Node: Send + Sync + 'static {
             served: served.join(", "),
         })
     }
+}
+
+/// A requested model name resolved on a node.
+#[derive(Clone, Copy, Debug)]
+pub struct Resolved<'a> {
+    /// The name the request resolved to: the task's or a concrete model's.
+    pub name: &'a str,
+    /// The model that answers.
+    pub meta: &'a ModelMetadata,
 }
 
 /// The input a model takes.

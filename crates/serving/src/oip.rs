@@ -10,7 +10,6 @@
 //! value per row, `degraded` is true when any row was, and timings are the slowest row's.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use edgeinfer::inference::grpc_inference_service_server::GrpcInferenceService;
 use edgeinfer::inference::model_infer_response::InferOutputTensor;
@@ -22,11 +21,12 @@ use edgeinfer::inference::{
     ServerReadyResponse,
 };
 use edgeinfer::oip;
-use edgeinfer::v1::{InferResponse, Placement};
 use edgeinfer_model::ModelMetadata;
 use futures::future::join_all;
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use crate::answer::{Answer, Placement};
 use crate::error::ServeError;
 use crate::input::decode_oip;
 use crate::node::{Call, Node, fresh_id, input_spec, request_deadline};
@@ -94,7 +94,7 @@ fn options(request: &ModelInferRequest) -> Result<Options, ServeError> {
     };
     let placement = match p.get("placement").and_then(oip::as_string) {
         None => Placement::Auto,
-        Some(s) => parse_placement(&s).ok_or_else(|| {
+        Some(s) => Placement::parse(&s).ok_or_else(|| {
             field(
                 "parameters.placement",
                 format!("{s:?}: use auto, edge or cloud"),
@@ -106,16 +106,6 @@ fn options(request: &ModelInferRequest) -> Result<Options, ServeError> {
         min_confidence,
         placement,
     })
-}
-
-/// Parses a placement as users write it: auto, edge, cloud (or the enum names).
-pub fn parse_placement(s: &str) -> Option<Placement> {
-    match s.to_ascii_lowercase().as_str() {
-        "auto" | "" => Some(Placement::Auto),
-        "edge" | "edge_only" => Some(Placement::EdgeOnly),
-        "cloud" | "cloud_only" => Some(Placement::CloudOnly),
-        _ => None,
-    }
 }
 
 fn tensor_metadata(meta: &ModelMetadata) -> (Vec<TensorMetadata>, Vec<TensorMetadata>) {
@@ -140,7 +130,7 @@ impl<N: Node> OipService<N> {
         deadline: Option<std::time::Duration>,
     ) -> Result<ModelInferResponse, ServeError> {
         let node = &*self.node;
-        let (model, meta) = node.resolve(&request.model_name)?;
+        let resolved = node.resolve(&request.model_name)?;
         if request.inputs.len() != 1 {
             return Err(field(
                 "inputs",
@@ -176,7 +166,7 @@ impl<N: Node> OipService<N> {
         let rows = decode_oip(
             tensor,
             request.raw_input_contents.first().map(|b| b.as_slice()),
-            &input_spec(&meta),
+            &input_spec(resolved.meta),
             &node.limits(),
         )?;
         let id = if request.id.is_empty() {
@@ -191,7 +181,7 @@ impl<N: Node> OipService<N> {
             } else {
                 format!("{id}/{i}")
             },
-            model: model.clone(),
+            model: resolved.name.to_string(),
             input,
             budget_ms: opts.budget_ms,
             min_confidence: opts.min_confidence,
@@ -199,21 +189,18 @@ impl<N: Node> OipService<N> {
             received,
             deadline,
         });
-        let answers: Vec<InferResponse> = join_all(calls.map(|c| node.infer(c)))
+        let answers: Vec<Answer> = join_all(calls.map(|c| node.infer(c)))
             .await
             .into_iter()
             .collect::<Result<_, _>>()?;
         for a in &answers {
-            node.metrics().answered(
-                a.served_by().as_str_name(),
-                a.reason().as_str_name(),
-                received.elapsed().as_secs_f64(),
-            );
+            node.metrics()
+                .answered(a.served_by, a.reason, received.elapsed().as_secs_f64());
         }
         Ok(build_response(
             &request.model_name,
-            &model,
-            &meta,
+            resolved.name,
+            resolved.meta,
             id,
             &answers,
         ))
@@ -225,7 +212,7 @@ fn build_response(
     resolved: &str,
     meta: &ModelMetadata,
     id: String,
-    answers: &[InferResponse],
+    answers: &[Answer],
 ) -> ModelInferResponse {
     let classes = meta.labels.len();
     let mut raw = Vec::with_capacity(answers.len() * classes * 4);
@@ -234,60 +221,42 @@ fn build_response(
             raw.extend_from_slice(&p.to_le_bytes());
         }
     }
-    let joined =
-        |f: &dyn Fn(&InferResponse) -> String| answers.iter().map(f).collect::<Vec<_>>().join(",");
-    let slowest = |f: &dyn Fn(&edgeinfer::v1::Timing) -> u64| {
+    let joined = |f: &dyn Fn(&Answer) -> &str| answers.iter().map(f).collect::<Vec<_>>().join(",");
+    let slowest = |f: &dyn Fn(&crate::answer::Timing) -> std::time::Duration| {
         answers
             .iter()
-            .filter_map(|a| a.timing.as_ref().map(f))
+            .map(|a| f(&a.timing))
             .max()
-            .unwrap_or(0) as i64
+            .unwrap_or_default()
+            .as_micros() as i64
     };
     let mut parameters = std::collections::HashMap::<String, InferParameter>::new();
     parameters.insert(
         "served_by".into(),
-        oip::string_param(joined(&|a| a.served_by().as_str_name().to_string())),
+        oip::string_param(joined(&|a| a.served_by.name())),
     );
     parameters.insert(
         "reason".into(),
-        oip::string_param(joined(&|a| a.reason().as_str_name().to_string())),
+        oip::string_param(joined(&|a| a.reason.name())),
     );
-    parameters.insert(
-        "model".into(),
-        oip::string_param(joined(&|a| a.model.clone())),
-    );
-    parameters.insert(
-        "label".into(),
-        oip::string_param(joined(&|a| a.label.clone())),
-    );
+    parameters.insert("model".into(), oip::string_param(joined(&|a| &a.model)));
+    parameters.insert("label".into(), oip::string_param(joined(&|a| &a.label)));
     parameters.insert(
         "degraded".into(),
         oip::bool_param(answers.iter().any(|a| a.degraded)),
     );
-    parameters.insert(
-        "queue_us".into(),
-        oip::int64_param(slowest(&|t| t.queue_us)),
-    );
+    parameters.insert("queue_us".into(), oip::int64_param(slowest(&|t| t.queue)));
     parameters.insert(
         "edge_compute_us".into(),
-        oip::int64_param(slowest(&|t| t.edge_compute_us)),
+        oip::int64_param(slowest(&|t| t.edge_compute)),
     );
-    parameters.insert(
-        "uplink_us".into(),
-        oip::int64_param(slowest(&|t| t.uplink_us)),
-    );
-    parameters.insert(
-        "cloud_us".into(),
-        oip::int64_param(slowest(&|t| t.cloud_us)),
-    );
+    parameters.insert("uplink_us".into(), oip::int64_param(slowest(&|t| t.uplink)));
+    parameters.insert("cloud_us".into(), oip::int64_param(slowest(&|t| t.cloud)));
     parameters.insert(
         "downlink_us".into(),
-        oip::int64_param(slowest(&|t| t.downlink_us)),
+        oip::int64_param(slowest(&|t| t.downlink)),
     );
-    parameters.insert(
-        "total_us".into(),
-        oip::int64_param(slowest(&|t| t.total_us)),
-    );
+    parameters.insert("total_us".into(), oip::int64_param(slowest(&|t| t.total)));
     ModelInferResponse {
         model_name: if requested.is_empty() {
             resolved.to_string()
@@ -331,9 +300,9 @@ impl<N: Node> GrpcInferenceService for OipService<N> {
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
         let r = request.into_inner();
-        let (_, meta) = self.node.resolve(&r.name).map_err(Status::from)?;
+        let resolved = self.node.resolve(&r.name).map_err(Status::from)?;
         Ok(Response::new(ModelReadyResponse {
-            ready: r.version.is_empty() || r.version == meta.version,
+            ready: r.version.is_empty() || r.version == resolved.meta.version,
         }))
     }
 
@@ -353,11 +322,11 @@ impl<N: Node> GrpcInferenceService for OipService<N> {
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = request.into_inner();
-        let (name, meta) = self.node.resolve(&r.name).map_err(Status::from)?;
-        let (inputs, outputs) = tensor_metadata(&meta);
+        let resolved = self.node.resolve(&r.name).map_err(Status::from)?;
+        let (inputs, outputs) = tensor_metadata(resolved.meta);
         Ok(Response::new(ModelMetadataResponse {
-            name,
-            versions: vec![meta.version.clone()],
+            name: resolved.name.to_string(),
+            versions: vec![resolved.meta.version.clone()],
             platform: "edgeinfer-candle".into(),
             inputs,
             outputs,
