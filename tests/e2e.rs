@@ -132,7 +132,7 @@ async fn clear_digits_are_answered_at_the_edge_and_ambiguous_ones_by_the_cloud()
     assert!(!r.id.is_empty(), "the server assigns an id");
 
     let hard = ambiguous(&mut c, &data).await;
-    warmed_up(&mut admin(s.edge).await).await;
+    warmed_up(&mut admin(s.edge_admin).await).await;
     let r = c.infer(raw(&hard)).await.unwrap().into_inner();
     assert_eq!(r.served_by(), Tier::Cloud, "{r:?}");
     assert_eq!(r.reason(), Reason::LowConfidence);
@@ -149,7 +149,7 @@ async fn a_stopped_cloud_never_loses_a_request_and_its_return_is_noticed() {
     let mut c = client(s.edge).await;
     let data = test_set();
     let hard = ambiguous(&mut c, &data).await;
-    warmed_up(&mut admin(s.edge).await).await;
+    warmed_up(&mut admin(s.edge_admin).await).await;
 
     s.stop_cloud().await.unwrap();
     for _ in 0..20 {
@@ -201,7 +201,7 @@ async fn a_flapping_link_loses_no_request_and_no_budget() {
     use futures::StreamExt;
 
     let s = servers("lte").await;
-    let mut a = admin(s.edge).await;
+    let mut a = admin(s.edge_admin).await;
     a.set_policy(SetPolicyRequest {
         threshold: Some(0.999),
         ..Default::default()
@@ -276,7 +276,7 @@ async fn small_budgets_and_short_deadlines_are_honoured() {
     let mut c = client(s.edge).await;
     let data = test_set();
     let hard = ambiguous(&mut c, &data).await;
-    warmed_up(&mut admin(s.edge).await).await;
+    warmed_up(&mut admin(s.edge_admin).await).await;
 
     let r = c
         .infer(InferRequest {
@@ -507,7 +507,7 @@ async fn open_inference_protocol_goes_through_the_router_with_provenance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_switches_the_link_and_the_policy_at_run_time() {
     let s = servers("ideal").await;
-    let mut a = admin(s.edge).await;
+    let mut a = admin(s.edge_admin).await;
     let p = a
         .set_policy(SetPolicyRequest {
             threshold: Some(0.5),
@@ -607,7 +607,7 @@ async fn admin_switches_the_link_and_the_policy_at_run_time() {
 async fn whole_test_set_through_the_edge_on_ideal() {
     let s = servers("ideal").await;
     let data = test_set();
-    warmed_up(&mut admin(s.edge).await).await;
+    warmed_up(&mut admin(s.edge_admin).await).await;
     let cloud_accuracy = client(s.cloud)
         .await
         .list_models(ListModelsRequest {})

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use cloud_node::CloudConfig;
 use edge_node::{EdgeConfig, prepare};
-use edgeinfer_serving::cli::bind_listeners;
+use edgeinfer_serving::cli::{Addresses, bind_listeners};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use std::future::Future;
@@ -45,6 +45,14 @@ pub struct LocalOptions {
     pub edge_listen: SocketAddr,
     /// Cloud gRPC address.
     pub cloud_listen: SocketAddr,
+    /// Edge admin address (`EdgeAdmin`).
+    pub edge_admin_listen: SocketAddr,
+    /// Token admin calls must present, if any.
+    pub admin_token: Option<String>,
+    /// Token the cloud requires, if any.
+    pub cloud_auth_token: Option<String>,
+    /// Token the edge presents to the cloud, if any (the cloud's own by default).
+    pub edge_cloud_token: Option<String>,
     /// Edge metrics address, if any.
     pub edge_metrics_listen: Option<SocketAddr>,
     /// Cloud metrics address, if any.
@@ -84,6 +92,10 @@ impl Default for LocalOptions {
         Self {
             edge_listen: any,
             cloud_listen: any,
+            edge_admin_listen: any,
+            admin_token: None,
+            cloud_auth_token: None,
+            edge_cloud_token: None,
             edge_metrics_listen: None,
             cloud_metrics_listen: None,
             edge_model: shipped_model("edge-mlp-q8_0.gguf"),
@@ -102,6 +114,8 @@ impl Default for LocalOptions {
 pub struct LocalServers {
     /// Bound edge gRPC address.
     pub edge: SocketAddr,
+    /// Bound edge admin address.
+    pub edge_admin: SocketAddr,
     /// Bound cloud gRPC address.
     pub cloud: SocketAddr,
     /// Bound edge metrics address.
@@ -151,11 +165,19 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         tls_cert: tls.map(|t| t.cert.clone()),
         tls_key: tls.map(|t| t.key.clone()),
         tls_client_ca: tls.map(|t| t.ca.clone()),
+        auth_token: options.cloud_auth_token.clone().unwrap_or_default(),
         ..CloudConfig::for_model(&options.cloud_model)
     };
     let cloud_prepared = cloud_node::prepare(cloud_config)?;
-    let cloud_listeners =
-        bind_listeners(options.cloud_listen, options.cloud_metrics_listen, "CLOUD").await?;
+    let cloud_listeners = bind_listeners(
+        Addresses {
+            grpc: options.cloud_listen,
+            admin: None,
+            metrics: options.cloud_metrics_listen,
+        },
+        "CLOUD",
+    )
+    .await?;
     let cloud = cloud_listeners.grpc.local_addr()?;
     let cloud_metrics = cloud_listeners
         .metrics
@@ -173,6 +195,13 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         edge_config.cloud_tls_key = Some(t.key.clone());
     }
     edge_config.listen = options.edge_listen;
+    edge_config.admin_listen = Some(options.edge_admin_listen);
+    edge_config.admin_token = options.admin_token.clone().unwrap_or_default();
+    edge_config.cloud_token = options
+        .edge_cloud_token
+        .clone()
+        .or_else(|| options.cloud_auth_token.clone())
+        .unwrap_or_default();
     edge_config.metrics_listen = options.edge_metrics_listen;
     edge_config.link_profile = options.profile.clone();
     edge_config.link_seed = options.seed;
@@ -183,9 +212,21 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         edge_config.budget_ms = b;
     }
     let prepared = prepare(edge_config)?;
-    let edge_listeners =
-        bind_listeners(options.edge_listen, options.edge_metrics_listen, "EDGE").await?;
+    let edge_listeners = bind_listeners(
+        Addresses {
+            grpc: options.edge_listen,
+            admin: Some(options.edge_admin_listen),
+            metrics: options.edge_metrics_listen,
+        },
+        "EDGE",
+    )
+    .await?;
     let edge = edge_listeners.grpc.local_addr()?;
+    let edge_admin = edge_listeners
+        .admin
+        .as_ref()
+        .context("the admin listener was bound")?
+        .local_addr()?;
     let edge_metrics = edge_listeners
         .metrics
         .as_ref()
@@ -199,6 +240,7 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
     let edge_task = Running::spawn(move |signal| edge_node::run(prepared, edge_listeners, signal));
     Ok(LocalServers {
         edge,
+        edge_admin,
         cloud,
         edge_metrics,
         cloud_metrics,
@@ -220,7 +262,12 @@ impl LocalServers {
     /// Starts the cloud again on the address it had.
     pub async fn restart_cloud(&mut self) -> anyhow::Result<()> {
         self.stop_cloud().await?;
-        let listeners = bind_listeners(self.cloud, None, "CLOUD").await?;
+        let addresses = Addresses {
+            grpc: self.cloud,
+            admin: None,
+            metrics: None,
+        };
+        let listeners = bind_listeners(addresses, "CLOUD").await?;
         let prepared = self.cloud_prepared.clone();
         self.cloud_task = Some(Running::spawn(move |signal| {
             cloud_node::run(prepared, listeners, signal)

@@ -24,6 +24,12 @@ pub struct UpArgs {
     /// Cloud gRPC address.
     #[arg(long, default_value = "127.0.0.1:50052")]
     pub cloud_listen: SocketAddr,
+    /// Edge admin address (`EdgeAdmin`: status, link profile, policy).
+    #[arg(long, default_value = "127.0.0.1:50061")]
+    pub admin_listen: SocketAddr,
+    /// Bearer token the admin calls must present (default: none).
+    #[arg(long, env = "EDGEINFER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Edge metrics address ("off" to disable).
     #[arg(long, default_value = "127.0.0.1:9091", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
     pub edge_metrics_listen: std::option::Option<SocketAddr>,
@@ -62,6 +68,8 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
     let servers = start(LocalOptions {
         edge_listen: args.edge_listen,
         cloud_listen: args.cloud_listen,
+        edge_admin_listen: args.admin_listen,
+        admin_token: args.admin_token.clone(),
         edge_metrics_listen: args.edge_metrics_listen,
         cloud_metrics_listen: args.cloud_metrics_listen,
         edge_model: args.edge_model.clone().unwrap_or(defaults.edge_model),
@@ -78,10 +86,16 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
             }),
             _ => None,
         },
+        ..defaults
     })
     .await?;
     eprintln!("cloud listening on {}", servers.cloud);
     eprintln!("edge listening on {}", servers.edge);
+    eprintln!(
+        "edge admin (EdgeAdmin) listening on {}; for example:\n  {}",
+        servers.edge_admin,
+        admin_command(servers.edge_admin, args.tls_ca.as_deref(), args.admin_token.is_some())
+    );
     if let Some(m) = servers.edge_metrics {
         eprintln!("edge metrics on http://{m}/metrics");
     }
@@ -98,6 +112,20 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
     servers.stop().await?;
     eprintln!("stopped");
     Ok(())
+}
+
+/// A grpcurl line for the admin listener's status.
+fn admin_command(admin: SocketAddr, ca: Option<&Path>, token: bool) -> String {
+    let security = match ca {
+        Some(ca) => format!("-cacert {}", ca.display()),
+        None => "-plaintext".to_string(),
+    };
+    let auth = if token {
+        " -H \"authorization: Bearer $EDGEINFER_ADMIN_TOKEN\""
+    } else {
+        ""
+    };
+    format!("grpcurl {security}{auth} {admin} edgeinfer.v1.EdgeAdmin/GetStatus")
 }
 
 /// grpcurl commands that work as printed from any directory: list the services, then classify

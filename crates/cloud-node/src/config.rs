@@ -40,6 +40,11 @@ pub struct CloudConfig {
     )]
     pub auth_token: String,
 
+    /// File holding the bearer token (one line), instead of --auth-token: for compose and
+    /// Kubernetes secrets.
+    #[arg(long, env = "CLOUD_AUTH_TOKEN_FILE", conflicts_with = "auth_token")]
+    pub auth_token_file: Option<PathBuf>,
+
     /// PEM certificate chain to serve gRPC over TLS; plaintext without it.
     #[arg(long, env = "CLOUD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use edgeinfer_model::{Classifier, ModelMetadata};
 use edgeinfer_serving::answer::{Answer, Reason, Tier, Timing};
-use edgeinfer_serving::auth::BearerAuthLayer;
+use edgeinfer_serving::auth::{BearerAuthLayer, token_setting};
 use edgeinfer_serving::batcher::Batcher;
 use edgeinfer_serving::error::ServeError;
 use edgeinfer_serving::metrics::{Metrics, serve_metrics};
@@ -98,15 +98,27 @@ pub struct Prepared {
     pub model: Arc<dyn Classifier>,
     /// The server's TLS settings; `None` for plaintext.
     pub tls: Option<ServerTlsConfig>,
+    /// The bearer token clients must present; `None` accepts any caller.
+    pub auth_token: Option<String>,
 }
 
 /// Loads the model and the TLS files named in `config`, naming the setting at fault in the
 /// error.
 pub fn prepare(config: CloudConfig) -> anyhow::Result<Prepared> {
     let tls = config.server_tls()?;
+    let auth_token = token_setting(
+        &config.auth_token,
+        config.auth_token_file.as_deref(),
+        "--auth-token",
+    )?;
     let model = edgeinfer_model::load_classifier(&config.model)
         .with_context(|| format!("--model / CLOUD_MODEL {}", config.model.display()))?;
-    Ok(Prepared { config, model, tls })
+    Ok(Prepared {
+        config,
+        model,
+        tls,
+        auth_token,
+    })
 }
 
 /// Serves the cloud node on `listeners` until `shutdown` completes, then finishes the requests
@@ -116,7 +128,12 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let Prepared { config, model, tls } = prepared;
+    let Prepared {
+        config,
+        model,
+        tls,
+        auth_token,
+    } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
     let node = Arc::new(CloudNode::new(model, &config, &mut registry));
     let shutdown = shutdown.shared();
@@ -128,11 +145,11 @@ pub async fn run(
         ));
     }
     let (routes, names) = node_routes(node, "edgeinfer-cloud", config.max_message_bytes);
-    let auth = BearerAuthLayer::new(Some(config.auth_token.clone()));
-    if config.auth_token.is_empty() {
+    if auth_token.is_none() {
         tracing::warn!("no auth token set: inference calls are accepted without credentials");
     }
-    serve(listeners.grpc, routes, names, auth, tls, shutdown)
+    let auth = BearerAuthLayer::new(auth_token);
+    serve("data", listeners.grpc, routes, names, auth, tls, shutdown)
         .await
         .context("gRPC server failed")
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use cloud_node::{CloudConfig, prepare, run};
-use edgeinfer_serving::cli::{EXIT_CONFIG, bind_listeners, init_tracing, parse_or_exit};
+use edgeinfer_serving::cli::{Addresses, EXIT_CONFIG, bind_listeners, init_tracing, parse_or_exit};
 
 /// Sets candle's thread settings (one thread per forward pass; see
 /// `edgeinfer_model::threading`) before anything reads them, then runs `async_main`.
@@ -29,7 +29,12 @@ async fn async_main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let listeners = match bind_listeners(listen, metrics, "CLOUD").await {
+    let addresses = Addresses {
+        grpc: listen,
+        admin: None,
+        metrics,
+    };
+    let listeners = match bind_listeners(addresses, "CLOUD").await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("cloud-node: {e:#}");

@@ -8,6 +8,7 @@ use clap::builder::PossibleValue;
 use clap::{Parser, ValueEnum};
 
 use crate::policy::ConfidenceMetric;
+use edgeinfer_serving::auth::{TokenError, token_setting};
 use edgeinfer_serving::batcher::BatcherConfig;
 use edgeinfer_serving::server::DEFAULT_MAX_MESSAGE_BYTES;
 use edgeinfer_serving::tls::{self, ClientFiles, TlsError};
@@ -42,6 +43,28 @@ pub struct EdgeConfig {
     /// gRPC address to listen on.
     #[arg(long, env = "EDGE_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
+
+    /// gRPC address of the admin plane (`EdgeAdmin`: status, link profile, policy), never
+    /// served on --listen. Keep it on loopback or a private network; "off" disables it.
+    #[arg(long, env = "EDGE_ADMIN_LISTEN", default_value = "127.0.0.1:50061", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
+    pub admin_listen: std::option::Option<SocketAddr>,
+
+    /// Bearer token every admin call must present (`authorization: Bearer <token>`).
+    #[arg(long, env = "EDGE_ADMIN_TOKEN", default_value = "", hide_env_values = true)]
+    pub admin_token: String,
+
+    /// File holding the admin token (one line), instead of --admin-token.
+    #[arg(long, env = "EDGE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Bearer token every inference call must present; health and reflection stay open.
+    /// Default: none (the data plane is open).
+    #[arg(long, env = "EDGE_AUTH_TOKEN", default_value = "", hide_env_values = true)]
+    pub auth_token: String,
+
+    /// File holding the data-plane token (one line), instead of --auth-token.
+    #[arg(long, env = "EDGE_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
 
     /// HTTP address for Prometheus metrics at /metrics; "off" disables them.
     #[arg(long, env = "EDGE_METRICS_LISTEN", default_value = "0.0.0.0:9091", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
@@ -88,6 +111,10 @@ pub struct EdgeConfig {
         hide_env_values = true
     )]
     pub cloud_token: String,
+
+    /// File holding the token presented to the cloud (one line), instead of --cloud-token.
+    #[arg(long, env = "EDGE_CLOUD_TOKEN_FILE")]
+    pub cloud_token_file: Option<PathBuf>,
 
     /// PEM CA certificate(s) the cloud's certificate must chain to, for an https:// cloud
     /// URL [default: the system's roots].
@@ -218,6 +245,42 @@ impl EdgeConfig {
         c.model = model.into();
         c.cloud = cloud.into();
         c.metrics_listen = None;
+        c.admin_listen = None;
         c
     }
+
+    /// The three bearer tokens, values or files read and checked, naming the setting at fault.
+    pub fn tokens(&self) -> Result<Tokens, TokenError> {
+        Ok(Tokens {
+            admin: token_setting(
+                &self.admin_token,
+                self.admin_token_file.as_deref(),
+                "--admin-token",
+            )?,
+            data: token_setting(
+                &self.auth_token,
+                self.auth_token_file.as_deref(),
+                "--auth-token",
+            )?,
+            cloud: token_setting(
+                &self.cloud_token,
+                self.cloud_token_file.as_deref(),
+                "--cloud-token",
+            )?,
+        })
+    }
+}
+
+/// The edge's bearer tokens; `None` where not set.
+#[derive(Clone, Debug, Default)]
+pub struct Tokens {
+    /// What admin calls must present.
+    pub admin: Option<String>,
+    /// What inference calls must present.
+    pub data: Option<String>,
+    /// What the edge presents to the cloud.
+    pub cloud: Option<String>,
+}
+
+impl EdgeConfig {
 }

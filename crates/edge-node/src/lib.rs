@@ -52,9 +52,10 @@ use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use futures::FutureExt;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tonic::service::RoutesBuilder;
 use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 
-pub use config::EdgeConfig;
+pub use config::{EdgeConfig, Tokens};
 
 use crate::circuit::CircuitBreaker;
 use crate::node::EdgeNode;
@@ -74,6 +75,8 @@ pub struct Prepared {
     pub server_tls: Option<ServerTlsConfig>,
     /// TLS to the cloud, for an https:// cloud URL.
     pub cloud_tls: Option<ClientTlsConfig>,
+    /// The bearer tokens, read from their values or files.
+    pub tokens: Tokens,
 }
 
 /// Loads the model, the link profile and the TLS files and checks the cloud address, naming
@@ -88,6 +91,7 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
         )
     })?;
     let server_tls = config.server_tls()?;
+    let tokens = config.tokens()?;
     let files = config.cloud_tls_files();
     let cloud_tls = if config.has_cloud() {
         let address = upstream::parse_address(&config.cloud)?;
@@ -112,6 +116,7 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
         profile,
         server_tls,
         cloud_tls,
+        tokens,
     })
 }
 
@@ -220,6 +225,7 @@ pub async fn run(
         profile,
         server_tls,
         cloud_tls,
+        tokens,
     } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
     let metrics = Metrics::register(&mut registry);
@@ -229,7 +235,7 @@ pub async fn run(
         Some(Upstream::new(
             &config.cloud,
             link.clone(),
-            &config.cloud_token,
+            tokens.cloud.as_deref(),
             Duration::from_millis(config.cloud_resolve_ms),
             cloud_tls,
         )?)
@@ -276,19 +282,42 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let (mut routes, mut names) =
-        node_routes(node.clone(), "edgeinfer-edge", config.max_message_bytes);
-    routes.add_service(EdgeAdminServer::new(admin::AdminService::new(node)));
-    names.push(service_names::EDGE_ADMIN);
-    let result = serve(
+    let (routes, names) = node_routes(node.clone(), "edgeinfer-edge", config.max_message_bytes);
+    let data = serve(
+        "data",
         listeners.grpc,
         routes,
         names,
-        BearerAuthLayer::default(),
-        server_tls,
-        shutdown,
-    )
-    .await;
+        BearerAuthLayer::new(tokens.data),
+        server_tls.clone(),
+        shutdown.clone(),
+    );
+    // The admin plane: control calls on their own listener, with their own token, the same
+    // TLS as the data plane. The data port does not serve them at all (UNIMPLEMENTED there).
+    let admin = async {
+        let Some(listener) = listeners.admin else {
+            return Ok(());
+        };
+        if tokens.admin.is_none() {
+            tracing::warn!(
+                "no admin token set: anyone who reaches the admin listener can change the policy \
+                 and the link (set --admin-token or --admin-token-file)"
+            );
+        }
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(EdgeAdminServer::new(admin::AdminService::new(node)));
+        serve(
+            "admin",
+            listener,
+            routes,
+            vec![service_names::EDGE_ADMIN],
+            BearerAuthLayer::new(tokens.admin),
+            server_tls,
+            shutdown,
+        )
+        .await
+    };
+    let result = tokio::try_join!(data, admin).map(|_| ());
     for task in background {
         task.abort();
     }

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use edge_node::{EdgeConfig, prepare, run};
-use edgeinfer_serving::cli::{EXIT_CONFIG, bind_listeners, init_tracing, parse_or_exit};
+use edgeinfer_serving::cli::{Addresses, EXIT_CONFIG, bind_listeners, init_tracing, parse_or_exit};
 
 /// Sets candle's thread settings (one thread per forward pass; see
 /// `edgeinfer_model::threading`) before anything reads them, then runs `async_main`.
@@ -21,7 +21,11 @@ fn main() -> ExitCode {
 async fn async_main() -> ExitCode {
     let config: EdgeConfig = parse_or_exit();
     init_tracing(&config.log_format);
-    let (listen, metrics) = (config.listen, config.metrics_listen);
+    let addresses = Addresses {
+        grpc: config.listen,
+        admin: config.admin_listen,
+        metrics: config.metrics_listen,
+    };
     // Everything that can be wrong with the configuration is found before a port is bound.
     let prepared = match prepare(config) {
         Ok(p) => p,
@@ -30,14 +34,14 @@ async fn async_main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let listeners = match bind_listeners(listen, metrics, "EDGE").await {
+    let listeners = match bind_listeners(addresses, "EDGE").await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("edge-node: {e:#}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    tracing::info!(grpc = %listen, "edge listening");
+    tracing::info!(grpc = %addresses.grpc, admin = ?addresses.admin, "edge listening");
     match run(prepared, listeners, edgeinfer_serving::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -97,7 +97,7 @@ impl Upstream {
     pub fn new(
         url: &str,
         link: Link,
-        token: &str,
+        token: Option<&str>,
         resolve_every: Duration,
         tls: Option<ClientTlsConfig>,
     ) -> Result<Self, AddressError> {
@@ -110,18 +110,20 @@ impl Upstream {
                         .into(),
             });
         }
-        let token = if token.is_empty() {
-            None
-        } else {
-            Some(
-                format!("Bearer {token}")
-                    .parse()
-                    .map_err(|_| AddressError {
-                        url: url.to_string(),
-                        message: "the cloud token has characters not allowed in a header".into(),
-                    })?,
-            )
+        let token = match token {
+            None => None,
+            Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| AddressError {
+                url: url.to_string(),
+                message: "the cloud token has characters not allowed in a header".into(),
+            })?),
         };
+        if tls.is_none() {
+            tracing::warn!(
+                cloud = url,
+                "the link to the cloud is plaintext: requests and the cloud token cross it \
+                 unencrypted (use an https:// cloud URL with --cloud-ca)"
+            );
+        }
         let (channel, changes) = Channel::balance_channel::<SocketAddr>(16);
         tokio::spawn(resolve_loop(address, tls, changes, resolve_every));
         let linked = LinkService::new(channel, link);

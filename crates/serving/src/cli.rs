@@ -45,26 +45,37 @@ pub fn init_tracing(format: &str) {
     }
 }
 
-/// Binds the gRPC and metrics listeners; errors name the flag and its environment twin
-/// (`prefix` is `EDGE` or `CLOUD`).
-pub async fn bind_listeners(
-    grpc: SocketAddr,
-    metrics: Option<SocketAddr>,
-    prefix: &str,
-) -> anyhow::Result<Listeners> {
-    let grpc_listener = TcpListener::bind(grpc)
-        .await
-        .with_context(|| format!("--listen / {prefix}_LISTEN {grpc}"))?;
-    let metrics = match metrics {
+/// The addresses a node listens on.
+#[derive(Clone, Copy, Debug)]
+pub struct Addresses {
+    /// gRPC data plane.
+    pub grpc: SocketAddr,
+    /// gRPC admin plane, if any.
+    pub admin: Option<SocketAddr>,
+    /// Prometheus metrics, if any.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Binds a node's listeners; errors name the flag and its environment twin (`prefix` is
+/// `EDGE` or `CLOUD`).
+pub async fn bind_listeners(addresses: Addresses, prefix: &str) -> anyhow::Result<Listeners> {
+    async fn bind(addr: SocketAddr, flag: &str, prefix: &str, env: &str) -> anyhow::Result<TcpListener> {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("{flag} / {prefix}_{env} {addr}"))
+    }
+    let grpc = bind(addresses.grpc, "--listen", prefix, "LISTEN").await?;
+    let admin = match addresses.admin {
         None => None,
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("--metrics-listen / {prefix}_METRICS_LISTEN {addr}"))?,
-        ),
+        Some(addr) => Some(bind(addr, "--admin-listen", prefix, "ADMIN_LISTEN").await?),
+    };
+    let metrics = match addresses.metrics {
+        None => None,
+        Some(addr) => Some(bind(addr, "--metrics-listen", prefix, "METRICS_LISTEN").await?),
     };
     Ok(Listeners {
-        grpc: grpc_listener,
+        grpc,
+        admin,
         metrics,
     })
 }

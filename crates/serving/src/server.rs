@@ -27,8 +27,10 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// The listeners a node serves on, bound by the caller (port 0 in tests) so that every
 /// configuration error is found before anything is bound.
 pub struct Listeners {
-    /// gRPC.
+    /// gRPC data plane: inference only.
     pub grpc: TcpListener,
+    /// gRPC admin plane: control calls only, never on the data port; `None` when disabled.
+    pub admin: Option<TcpListener>,
     /// Prometheus metrics, when enabled.
     pub metrics: Option<TcpListener>,
 }
@@ -58,7 +60,9 @@ pub fn node_routes<N: Node>(
 /// Serves `routes` plus health and reflection on `listener`, over TLS when `tls` is set, until
 /// `shutdown` completes; `auth` guards every service but health and reflection. On shutdown it
 /// reports NOT_SERVING, stops accepting, and returns once in-flight requests are answered.
+/// `plane` names the listener in logs ("data", "admin").
 pub async fn serve(
+    plane: &str,
     listener: TcpListener,
     mut routes: RoutesBuilder,
     service_names: Vec<&'static str>,
@@ -103,7 +107,7 @@ pub async fn serve(
     let mut server = Server::builder();
     match tls {
         Some(tls) => server = server.tls_config(tls)?,
-        None => tracing::warn!("serving gRPC in plaintext: no TLS certificate set"),
+        None => tracing::warn!(plane, "serving gRPC in plaintext: no TLS certificate set"),
     }
     server
         // Authentication first: nothing runs for a request that presents no valid token.
