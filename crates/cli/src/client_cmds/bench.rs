@@ -645,6 +645,23 @@ mod tests {
             .find(|l| l.trim_start().starts_with("uplink"))
             .unwrap();
         assert!(uplink.contains("1000 us"), "{uplink}");
+
+        let flags = [
+            "--requests",
+            "100",
+            "--warmup",
+            "0.05",
+            "--max-error-rate",
+            "0",
+        ];
+        let (code, out, _) = run(&parse(&addr, &flags)).await;
+        assert_eq!(code, EXIT_TARGET_MISSED);
+        assert!(out.contains("after 0.05 s of uncounted warm-up"), "{out}");
+        let targets = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("targets"))
+            .unwrap();
+        assert!(targets.contains("MISSED: error rate 0.0100"), "{targets}");
     }
 
     #[tokio::test]

@@ -384,9 +384,14 @@ impl BenchReport {
                 format!("{:.1}%", 100.0 * n as f64 / of as f64)
             }
         };
+        let warmup = if self.warmup_s > 0.0 {
+            format!(", after {} s of uncounted warm-up", self.warmup_s)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "bench {} {} ({pacing}, {} connection{})",
+            "bench {} {} ({pacing}, {} connection{}{warmup})",
             self.protocol,
             self.addr,
             self.connections,
@@ -472,6 +477,14 @@ impl BenchReport {
         }
         if let Some(timing) = &self.timing_us {
             s.push_str(&timing.table());
+        }
+        if let Some(verdict) = &self.targets {
+            let said = if verdict.missed.is_empty() {
+                "met".to_string()
+            } else {
+                format!("MISSED: {}", verdict.missed.join("; "))
+            };
+            let _ = writeln!(s, "  {:<14} {said}", "targets");
         }
         s
     }
