@@ -105,6 +105,8 @@ pub fn draw(path: &Path, reports: &[BenchReport]) -> Result<()> {
         .x_desc(x_desc)
         .y_desc("latency (ms)")
         .label_style((FAMILY, 15))
+        .x_label_formatter(&|x| format!("{x}"))
+        .y_label_formatter(&|y| format!("{y}"))
         .draw()
         .map_err(plot_error)?;
     let percentiles: [(&str, RGBColor, Percentile); 3] = [
@@ -136,6 +138,8 @@ pub fn draw(path: &Path, reports: &[BenchReport]) -> Result<()> {
         .x_desc(x_desc)
         .y_desc("answers per second")
         .label_style((FAMILY, 15))
+        .x_label_formatter(&|x| format!("{x}"))
+        .y_label_formatter(&|y| format!("{y}"))
         .draw()
         .map_err(plot_error)?;
     let points = steps.iter().map(|r| (x_of(r), r.throughput_rps)).collect();
