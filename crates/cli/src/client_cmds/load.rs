@@ -102,6 +102,10 @@ pub async fn run_with_arrivals(
             rate,
             max_in_flight,
         } => {
+            anyhow::ensure!(
+                rate.is_finite() && rate > 0.0,
+                "an open loop's rate must be a positive number of requests per second, not {rate}"
+            );
             let schedule = Schedule::new(rate, arrivals, seed);
             open_loop(
                 target,
@@ -370,6 +374,28 @@ mod tests {
                 tally.elapsed >= last,
                 "{arrivals:?}: {:?} < {last:?}",
                 tally.elapsed
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_open_loop_without_a_positive_rate_is_refused() {
+        let target = fake_target(1).await;
+        for rate in [0.0, -5.0, f64::NAN, f64::INFINITY] {
+            let s = spec(
+                Protocol::Native,
+                Stop::Requests(10),
+                Pacing::Open {
+                    rate,
+                    max_in_flight: 4,
+                },
+            );
+            let err = run(&target, &dataset(), &s, &ProgressBar::hidden())
+                .await
+                .unwrap_err();
+            assert!(
+                format!("{err}").contains("positive number"),
+                "{rate}: {err}"
             );
         }
     }
