@@ -4,31 +4,46 @@
 //!
 //! # Layout
 //!
-//! - this file: the commands' arguments and what they print.
-//! - [`load`]: connecting, sending one request by either protocol, and the load generator
-//!   (closed and open loop) shared with `edgeinfer sweep`.
-//! - [`tally`]: what a run counts (latency histogram, errors by code, provenance, accuracy) and
-//!   the `bench` report built from it.
+//! - this file: `infer`, and what the commands share (default address and budget).
+//! - [`target`]: the server: address, TLS, the headers of data-plane calls, connections.
+//! - [`request`]: one request by either protocol, and its answer as one [`request::Answer`]
+//!   (class, provenance, the server's timing breakdown).
+//! - [`schedule`]: when an open loop sends (evenly or as a Poisson process), pure.
+//! - [`load`]: the load generator (closed and open loop) shared with `edgeinfer sweep`.
+//! - [`tally`]: what a run counts (latency and timing histograms, errors by code, provenance,
+//!   accuracy) and the `bench` report built from it.
+//! - [`bench`] and [`bench_plot`]: the `bench` command: steps, warm-up, targets, CSV, plot.
+//! - [`health`]: the `health` command, with grpc_health_probe's exit statuses.
+//! - [`exit`]: errors that carry an exit status, read by `main`.
+//! - `fake_server` (tests only): a gRPC server on port 0 with no model, for exact counts.
 //!
 //! These commands know the service only through `proto/`: they must work against any server
 //! speaking the native API or the Open Inference Protocol, not just ours.
 
+pub(crate) mod bench;
+mod bench_plot;
+pub(crate) mod exit;
+#[cfg(test)]
+mod fake_server;
+pub(crate) mod health;
 pub(crate) mod load;
+pub(crate) mod request;
+pub(crate) mod schedule;
 pub(crate) mod tally;
+pub(crate) mod target;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use edgeinfer::v1::{InferRequest, Placement, infer_request::Input};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-use load::{
-    LoadSpec, OipDtype, Pacing, PlacementArg, Protocol, RequestOptions, Stop, Target, TlsArgs,
-};
+pub use bench::{BenchArgs, run_bench};
+pub use exit::exit_code;
+pub use health::{HealthArgs, run_health};
+use request::RoutingArgs;
+use target::ServerArgs;
 
 /// Address of the edge under `edgeinfer up`.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
@@ -40,18 +55,15 @@ pub const ENV_ADDR: &str = "EDGEINFER_ADDR";
 pub const DEFAULT_BUDGET_MS: u32 = 100;
 /// How long a client waits for any one answer before counting it as DEADLINE_EXCEEDED. Long on
 /// purpose: the gRPC deadline also caps the server's budget, and the budget is the experiment.
-const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 
 // === infer ===
 
 /// Arguments of `edgeinfer infer`.
 #[derive(Debug, clap::Args)]
 pub struct InferArgs {
-    /// Server address (an edge or a cloud node).
-    #[arg(long, env = ENV_ADDR, default_value = DEFAULT_ADDR)]
-    pub addr: String,
     #[command(flatten)]
-    pub tls: TlsArgs,
+    pub server: ServerArgs,
     /// Image file to classify (PNG or JPEG, any size; the server converts it).
     #[arg(
         long,
@@ -62,18 +74,8 @@ pub struct InferArgs {
     /// Index of an MNIST test image (0 to 9999) to classify; its true label is shown too.
     #[arg(long, value_name = "INDEX")]
     pub mnist_test: Option<usize>,
-    /// Latency budget in milliseconds (default: the server's).
-    #[arg(long)]
-    pub budget_ms: Option<u32>,
-    /// Where the request may be answered.
-    #[arg(long, value_enum, default_value_t = PlacementArg::Auto)]
-    pub placement: PlacementArg,
-    /// Confidence the edge must reach to answer by itself (default: the server's threshold).
-    #[arg(long)]
-    pub min_confidence: Option<f32>,
-    /// Model or task to ask for (default: the node's task).
-    #[arg(long)]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -104,14 +106,14 @@ pub async fn run_infer(args: &InferArgs) -> Result<()> {
         (None, None) => bail!("give --image FILE or --mnist-test INDEX"),
     };
 
-    let target = Target::connect(&args.addr, 1, &args.tls).await?;
+    let target = args.server.connect(1).await?;
     let mut request = tonic::Request::new(InferRequest {
         id: String::new(),
         input: Some(input),
-        latency_budget_ms: args.budget_ms.unwrap_or(0),
-        min_confidence: args.min_confidence,
-        placement: Placement::from(args.placement) as i32,
-        model: args.model.clone().unwrap_or_default(),
+        latency_budget_ms: args.routing.budget_ms.unwrap_or(0),
+        min_confidence: args.routing.min_confidence,
+        placement: Placement::from(args.routing.placement) as i32,
+        model: args.routing.model.clone().unwrap_or_default(),
     });
     request.set_timeout(Duration::from_millis(DEFAULT_TIMEOUT_MS));
     let started = Instant::now();
@@ -119,12 +121,12 @@ pub async fn run_infer(args: &InferArgs) -> Result<()> {
         .native()
         .infer(request)
         .await
-        .map_err(|status| load::status_error(&args.addr, &status))?
+        .map_err(|status| request::status_error(&args.server.addr, &status))?
         .into_inner();
     let round_trip = started.elapsed();
 
     let timing = response.timing.unwrap_or_default();
-    let served_by = load::tier_name(response.served_by());
+    let served_by = request::tier_name(response.served_by());
     let reason = response.reason().as_str_name();
     if args.json {
         let out = json!({
@@ -195,223 +197,4 @@ pub async fn run_infer(args: &InferArgs) -> Result<()> {
         round_trip.as_micros()
     );
     Ok(())
-}
-
-// === bench ===
-
-/// Arguments of `edgeinfer bench`.
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
-    /// Server address (an edge or a cloud node, or any Open Inference Protocol server).
-    #[arg(long, env = ENV_ADDR, default_value = DEFAULT_ADDR)]
-    pub addr: String,
-    #[command(flatten)]
-    pub tls: TlsArgs,
-    /// API to load: the native `Infer` or the Open Inference Protocol's `ModelInfer`.
-    #[arg(long, value_enum, default_value_t = Protocol::Native)]
-    pub protocol: Protocol,
-    /// Number of requests to send [default: 1000 unless --duration is given].
-    #[arg(long, conflicts_with = "duration")]
-    pub requests: Option<u64>,
-    /// Send requests for this many seconds instead of a fixed count.
-    #[arg(long, value_name = "SECONDS")]
-    pub duration: Option<f64>,
-    /// Closed loop: this many workers, each sending its next request when the previous
-    /// answer arrives [default: 16 unless --rate is given].
-    #[arg(long, conflicts_with = "rate")]
-    pub concurrency: Option<usize>,
-    /// Open loop: send this many requests per second whatever the answers do; latency is
-    /// measured from each request's scheduled send time (no coordinated omission).
-    #[arg(long, value_name = "REQ_PER_S")]
-    pub rate: Option<f64>,
-    /// Open loop only: the most requests in flight before sending waits (their latency still
-    /// counts from the scheduled time).
-    #[arg(long, default_value_t = 10_000)]
-    pub max_in_flight: usize,
-    /// Latency budget in milliseconds sent with every request (default: the server's; the
-    /// `within_budget` share is then measured against the edge's reported default or 100 ms).
-    #[arg(long)]
-    pub budget_ms: Option<u32>,
-    /// Where requests may be answered.
-    #[arg(long, value_enum, default_value_t = PlacementArg::Auto)]
-    pub placement: PlacementArg,
-    /// Confidence the edge must reach to answer by itself (default: the server's threshold).
-    #[arg(long)]
-    pub min_confidence: Option<f32>,
-    /// Model or task to ask for (native default: the node's task; OIP default: `mnist`).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// OIP only: the datatype of the `input` tensor.
-    #[arg(long, value_enum, default_value_t = OipDtype::Uint8)]
-    pub oip_dtype: OipDtype,
-    /// HTTP/2 connections to spread requests over [default: min(concurrency, 4)].
-    #[arg(long)]
-    pub connections: Option<usize>,
-    /// Client-side limit on each request, in milliseconds; a request over it counts as
-    /// DEADLINE_EXCEEDED. It is also sent as the gRPC deadline.
-    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS)]
-    pub timeout_ms: u64,
-    /// Print exactly one JSON object instead of the summary table: requests, ok, errors by
-    /// code, throughput_rps, latency_us (p50, p90, p99, p999, max), accuracy, served_by,
-    /// reasons, degraded, within_budget, and what was measured.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Loads a server with MNIST test images and prints what it measured.
-pub async fn run_bench(args: &BenchArgs) -> Result<()> {
-    let pacing = match args.rate {
-        Some(rate) if !(rate.is_finite() && rate > 0.0) => {
-            bail!("--rate must be a positive number of requests per second, not {rate}")
-        }
-        Some(rate) => Pacing::Open {
-            rate,
-            max_in_flight: args.max_in_flight.max(1),
-        },
-        None => Pacing::Closed {
-            concurrency: args.concurrency.unwrap_or(16).max(1),
-        },
-    };
-    let stop = match (args.requests, args.duration) {
-        (_, Some(seconds)) if !(seconds.is_finite() && seconds > 0.0) => {
-            bail!("--duration must be a positive number of seconds, not {seconds}")
-        }
-        (_, Some(seconds)) => Stop::Duration(Duration::from_secs_f64(seconds)),
-        (Some(0), None) => bail!("--requests must be at least 1"),
-        (Some(n), None) => Stop::Requests(n),
-        (None, None) => Stop::Requests(1000),
-    };
-    let connections = args
-        .connections
-        .unwrap_or_else(|| match pacing {
-            Pacing::Closed { concurrency } => concurrency.min(4),
-            Pacing::Open { .. } => 4,
-        })
-        .max(1);
-
-    let inputs = load::mnist_test_set()?;
-    let target = Target::connect(&args.addr, connections, &args.tls).await?;
-    let budget_ms = match args.budget_ms {
-        Some(ms) => ms,
-        None => target
-            .default_budget_ms()
-            .await
-            .unwrap_or(DEFAULT_BUDGET_MS),
-    };
-    let spec = LoadSpec {
-        protocol: args.protocol,
-        stop,
-        pacing,
-        options: RequestOptions {
-            budget_ms: args.budget_ms,
-            placement: args.placement,
-            min_confidence: args.min_confidence,
-            model: args.model.clone(),
-            oip_dtype: args.oip_dtype,
-            timeout: Duration::from_millis(args.timeout_ms.max(1)),
-        },
-        within_budget: Duration::from_millis(u64::from(budget_ms)),
-        first_index: 0,
-    };
-
-    let progress = progress_bar(&stop);
-    let tally = load::run(&target, &inputs, &spec, &progress).await?;
-    progress.finish_and_clear();
-
-    let report = tally.report(&spec, &args.addr, connections, budget_ms);
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.summary());
-    }
-    if report.ok == 0 {
-        bail!(
-            "no request succeeded ({} errors); is a server listening at {}?",
-            report.requests,
-            args.addr
-        );
-    }
-    Ok(())
-}
-
-/// A progress bar on stderr when stderr is a terminal, else a hidden one, so that logs and
-/// pipes get no control characters.
-fn progress_bar(stop: &Stop) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    match stop {
-        Stop::Requests(n) => ProgressBar::new(*n).with_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{wide_bar}] {pos}/{len} requests, {per_sec}, eta {eta}",
-            )
-            .expect("static template"),
-        ),
-        Stop::Duration(d) => ProgressBar::new_spinner()
-            .with_style(
-                ProgressStyle::with_template("{spinner} {elapsed}/{msg} {pos} requests, {per_sec}")
-                    .expect("static template"),
-            )
-            .with_message(format!("{}s", d.as_secs_f64())),
-    }
-}
-
-// === health ===
-
-/// Arguments of `edgeinfer health`.
-#[derive(Debug, clap::Args)]
-pub struct HealthArgs {
-    /// Server address.
-    #[arg(long, env = ENV_ADDR, default_value = DEFAULT_ADDR)]
-    pub addr: String,
-    #[command(flatten)]
-    pub tls: TlsArgs,
-    /// Service to check, for example `edgeinfer.v1.Inference`; empty checks the whole server.
-    #[arg(long, default_value = "")]
-    pub service: String,
-    /// Give up after this many milliseconds (connecting included).
-    #[arg(long, default_value_t = 3_000)]
-    pub timeout_ms: u64,
-}
-
-/// `grpc.health.v1.Health/Check`: Ok when the server reports SERVING, an error naming the
-/// status (so the process exits non-zero) otherwise.
-pub async fn run_health(args: &HealthArgs) -> Result<()> {
-    let timeout = Duration::from_millis(args.timeout_ms.max(1));
-    let what = if args.service.is_empty() {
-        format!("{} (whole server)", args.addr)
-    } else {
-        format!("{} service {}", args.addr, args.service)
-    };
-    let check = async {
-        let target = Target::connect_with_timeout(&args.addr, 1, &args.tls, timeout).await?;
-        let mut request = tonic::Request::new(HealthCheckRequest {
-            service: args.service.clone(),
-        });
-        request.set_timeout(timeout);
-        target
-            .health()
-            .check(request)
-            .await
-            .map(|r| r.into_inner().status())
-            .map_err(|status| match status.code() {
-                tonic::Code::NotFound => {
-                    anyhow::anyhow!("{what}: unknown service (the server does not report it)")
-                }
-                tonic::Code::Unimplemented => {
-                    anyhow::anyhow!("{what}: the server does not implement grpc.health.v1")
-                }
-                _ => load::status_error(&args.addr, &status),
-            })
-    };
-    let status = tokio::time::timeout(timeout, check)
-        .await
-        .map_err(|_| anyhow::anyhow!("{what}: no answer within {} ms", args.timeout_ms))??;
-    match status {
-        ServingStatus::Serving => {
-            println!("{what}: SERVING");
-            Ok(())
-        }
-        other => bail!("{what}: {} (not SERVING)", other.as_str_name()),
-    }
 }

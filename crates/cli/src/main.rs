@@ -31,7 +31,7 @@ enum Command {
     Bench(client_cmds::BenchArgs),
     /// Accuracy / offload / latency trade-off over thresholds and link profiles, with plots.
     Sweep(sweep::SweepArgs),
-    /// grpc.health.v1 check: exit 0 when the server reports SERVING.
+    /// grpc.health.v1 check: exit 0 when the server reports SERVING, 2/3/4 as grpc_health_probe.
     Health(client_cmds::HealthArgs),
     /// Trains a model on MNIST, calibrates it and writes it (.safetensors).
     Train(model_cmds::TrainArgs),
@@ -62,7 +62,7 @@ async fn async_main() -> ExitCode {
         Err(e) => {
             // The whole chain of causes on one line: what failed, and why.
             eprintln!("edgeinfer: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(client_cmds::exit_code(&e))
         }
     }
 }

@@ -1,7 +1,8 @@
 //! What a load run counts, and the `bench` report made from it.
 //!
 //! Latency goes into an HDR histogram (1 µs to 60 s, three significant digits), so every
-//! percentile is computed over every answer, not over a sorted sample of some of them.
+//! percentile is computed over every answer, not over a sorted sample of some of them. So does
+//! each stage of the server's timing breakdown, which says where the latency went.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,7 +11,10 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::load::{Answer, LoadSpec, Pacing, code_name};
+use super::bench::Verdict;
+use super::load::{LoadSpec, Pacing};
+use super::request::{Answer, Stage, StageTimes, code_name};
+use super::schedule::Arrivals;
 
 /// Highest latency the histograms hold, in microseconds; longer ones are recorded as this.
 const MAX_LATENCY_US: u64 = 60_000_000;
@@ -39,6 +43,8 @@ pub struct Tally {
     pub elapsed: Duration,
     /// Open loop only: how late each request left against its schedule, in microseconds.
     pub schedule_lag: Option<Histogram<u64>>,
+    /// The server's timing breakdown by [`Stage`], in microseconds (see [`Tally::timing`]).
+    stages: [Histogram<u64>; Stage::ALL.len()],
 }
 
 impl Default for Tally {
@@ -62,6 +68,7 @@ impl Tally {
             within_budget: 0,
             elapsed: Duration::ZERO,
             schedule_lag: None,
+            stages: std::array::from_fn(|_| new_histogram()),
         }
     }
 
@@ -104,6 +111,47 @@ impl Tally {
         if answer.degraded {
             self.degraded += 1;
         }
+        if let Some(times) = answer.timing {
+            self.record_stages(&times);
+        }
+    }
+
+    /// Queue and total count for every answer (a zero queue is no wait); the other stages
+    /// only for answers that went through them, since the server reports a skipped stage as
+    /// zero (an edge answer spends nothing on the uplink) and a zero would drag the
+    /// percentiles of those who did down.
+    fn record_stages(&mut self, times: &StageTimes) {
+        for stage in Stage::ALL {
+            let us = times.get(stage);
+            if us > 0 || matches!(stage, Stage::Queue | Stage::Total) {
+                self.stages[stage as usize].saturating_record(us);
+            }
+        }
+    }
+
+    /// The histogram of one stage of the server's timing, in microseconds.
+    pub fn timing(&self, stage: Stage) -> &Histogram<u64> {
+        &self.stages[stage as usize]
+    }
+
+    /// The timing breakdown's percentiles by stage; None when no answer carried a timing (a
+    /// server other than edgeinfer's).
+    pub fn timing_report(&self) -> Option<TimingReport> {
+        if self.timing(Stage::Total).is_empty() {
+            return None;
+        }
+        let of = |stage| StageStats {
+            n: self.timing(stage).len(),
+            percentiles: Percentiles::of(self.timing(stage)),
+        };
+        Some(TimingReport {
+            queue: of(Stage::Queue),
+            edge_compute: of(Stage::EdgeCompute),
+            uplink: of(Stage::Uplink),
+            cloud: of(Stage::Cloud),
+            downlink: of(Stage::Downlink),
+            total: of(Stage::Total),
+        })
     }
 
     /// Accuracy over answered requests; None when nothing was answered.
@@ -127,16 +175,10 @@ impl Tally {
     }
 
     /// The `bench` report of this run (design.md section 8, plus context fields).
-    pub fn report(
-        &self,
-        spec: &LoadSpec,
-        addr: &str,
-        connections: usize,
-        budget_ms: u32,
-    ) -> BenchReport {
-        let (mode, concurrency, rate) = match spec.pacing {
-            Pacing::Closed { concurrency } => ("closed", Some(concurrency), None),
-            Pacing::Open { rate, .. } => ("open", None, Some(rate)),
+    pub fn report(&self, spec: &LoadSpec, context: &ReportContext<'_>) -> BenchReport {
+        let (mode, concurrency, rate, arrivals) = match spec.pacing {
+            Pacing::Closed { concurrency } => ("closed", Some(concurrency), None, None),
+            Pacing::Open { rate, .. } => ("open", None, Some(rate), Some(context.arrivals.name())),
         };
         BenchReport {
             requests: self.requests,
@@ -152,17 +194,34 @@ impl Tally {
             reasons: self.reasons.clone(),
             degraded: self.degraded,
             within_budget: ratio(self.within_budget, self.requests).unwrap_or(0.0),
-            budget_ms,
-            addr: addr.to_string(),
+            budget_ms: context.budget_ms,
+            addr: context.addr.to_string(),
             protocol: spec.protocol.name(),
             mode,
             concurrency,
             rate,
-            connections,
+            arrivals,
+            connections: context.connections,
             duration_s: self.elapsed.as_secs_f64(),
+            warmup_s: context.warmup.as_secs_f64(),
             schedule_lag_us: self.schedule_lag.as_ref().map(Percentiles::of),
+            timing_us: self.timing_report(),
+            targets: None,
         }
     }
+}
+
+/// What a report says about how its run was made, beyond the [`LoadSpec`].
+#[derive(Clone, Copy, Debug)]
+pub struct ReportContext<'a> {
+    pub addr: &'a str,
+    pub connections: usize,
+    /// The budget `within_budget` is measured against.
+    pub budget_ms: u32,
+    /// How an open loop spaced its sends.
+    pub arrivals: Arrivals,
+    /// Uncounted load sent before the run.
+    pub warmup: Duration,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -200,6 +259,63 @@ impl Percentiles {
     }
 }
 
+/// One stage of the timing breakdown over a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct StageStats {
+    /// Answers counted (see [`TimingReport`]).
+    pub n: u64,
+    #[serde(flatten)]
+    pub percentiles: Percentiles,
+}
+
+/// The server's timing breakdown, stage by stage, in microseconds. `queue` and `total` count
+/// every answer; `edge_compute`, `uplink`, `cloud` and `downlink` the answers that went
+/// through that stage (for example `uplink` only the requests sent to the cloud).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct TimingReport {
+    pub queue: StageStats,
+    pub edge_compute: StageStats,
+    pub uplink: StageStats,
+    pub cloud: StageStats,
+    pub downlink: StageStats,
+    pub total: StageStats,
+}
+
+impl TimingReport {
+    /// The stages in the order a request passes them, with their JSON names.
+    pub fn stages(&self) -> [(&'static str, &StageStats); 6] {
+        [
+            (Stage::Queue.name(), &self.queue),
+            (Stage::EdgeCompute.name(), &self.edge_compute),
+            (Stage::Uplink.name(), &self.uplink),
+            (Stage::Cloud.name(), &self.cloud),
+            (Stage::Downlink.name(), &self.downlink),
+            (Stage::Total.name(), &self.total),
+        ]
+    }
+
+    /// The breakdown as rows of the summary, one stage a row.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "  {:<14} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
+            "server timing", "answers", "p50", "p90", "p99", "max"
+        );
+        for (name, stats) in self.stages() {
+            let p = &stats.percentiles;
+            let _ = writeln!(
+                s,
+                "    {name:<12} {:>8} {:>9} {:>9} {:>9} {:>9}",
+                stats.n,
+                fmt_us(p.p50),
+                fmt_us(p.p90),
+                fmt_us(p.p99),
+                fmt_us(p.max)
+            );
+        }
+        s
+    }
+}
+
 /// Answers by tier.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct ServedBy {
@@ -231,11 +347,21 @@ pub struct BenchReport {
     pub mode: &'static str,
     pub concurrency: Option<usize>,
     pub rate: Option<f64>,
+    /// Open loop: "uniform" or "poisson".
+    pub arrivals: Option<&'static str>,
     pub connections: usize,
+    /// Wall time of the counted requests (the warm-up excluded).
     pub duration_s: f64,
+    /// Seconds of uncounted load before the counted requests.
+    pub warmup_s: f64,
     /// Open loop: how late requests left against their schedule (already part of latency).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule_lag_us: Option<Percentiles>,
+    /// The server's own account of where the time went; null when its answers carry none.
+    pub timing_us: Option<TimingReport>,
+    /// The stated targets and what was missed; absent when none was stated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Verdict>,
 }
 
 impl BenchReport {
@@ -245,7 +371,10 @@ impl BenchReport {
         let pacing = match (self.concurrency, self.rate) {
             (Some(1), _) => "closed loop, 1 worker".to_string(),
             (Some(c), _) => format!("closed loop, {c} workers"),
-            (_, Some(r)) => format!("open loop, {r} req/s"),
+            (_, Some(r)) => format!(
+                "open loop, {r} req/s, {} arrivals",
+                self.arrivals.unwrap_or("uniform")
+            ),
             _ => String::new(),
         };
         let pct = |n: u64, of: u64| {
@@ -255,9 +384,14 @@ impl BenchReport {
                 format!("{:.1}%", 100.0 * n as f64 / of as f64)
             }
         };
+        let warmup = if self.warmup_s > 0.0 {
+            format!(", after {} s of uncounted warm-up", self.warmup_s)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "bench {} {} ({pacing}, {} connection{})",
+            "bench {} {} ({pacing}, {} connection{}{warmup})",
             self.protocol,
             self.addr,
             self.connections,
@@ -341,6 +475,17 @@ impl BenchReport {
                 fmt_us(lag.max)
             );
         }
+        if let Some(timing) = &self.timing_us {
+            s.push_str(&timing.table());
+        }
+        if let Some(verdict) = &self.targets {
+            let said = if verdict.missed.is_empty() {
+                "met".to_string()
+            } else {
+                format!("MISSED: {}", verdict.missed.join("; "))
+            };
+            let _ = writeln!(s, "  {:<14} {said}", "targets");
+        }
         s
     }
 }
@@ -377,6 +522,7 @@ mod tests {
             served_by: Some(served_by),
             reason: Some(reason.to_string()),
             degraded,
+            timing: None,
         }
     }
 
@@ -420,6 +566,64 @@ mod tests {
         let p = t.percentiles();
         assert!(p.p50 >= 39_900 && p.p50 <= 40_100, "{p:?}");
         assert!(p.max >= 149_000, "{p:?}");
+    }
+
+    #[test]
+    fn timing_stages_count_the_answers_that_went_through_them() {
+        let mut t = Tally::new();
+        let mut edge = StageTimes::default();
+        edge.set(Stage::EdgeCompute, 25);
+        edge.set(Stage::Total, 30);
+        let mut cloud = edge;
+        cloud.set(Stage::Queue, 7);
+        cloud.set(Stage::Uplink, 4_000);
+        cloud.set(Stage::Cloud, 900);
+        cloud.set(Stage::Downlink, 3_000);
+        cloud.set(Stage::Total, 8_000);
+        for (times, n) in [(edge, 3), (cloud, 1)] {
+            for _ in 0..n {
+                let mut a = answer(0, "edge", "CONFIDENT", false);
+                a.timing = Some(times);
+                t.record(Duration::from_millis(1), Ok(a), 0, Duration::from_secs(1));
+            }
+        }
+        // An answer without timing (another OIP server) is counted nowhere in the breakdown.
+        t.record(
+            Duration::from_millis(1),
+            Ok(answer(0, "edge", "CONFIDENT", false)),
+            0,
+            Duration::from_secs(1),
+        );
+        let r = t.timing_report().unwrap();
+        assert_eq!((r.queue.n, r.total.n, r.edge_compute.n), (4, 4, 4));
+        assert_eq!(r.queue.percentiles.p50, 0, "three of four did not wait");
+        assert_eq!(r.queue.percentiles.max, 7);
+        assert_eq!((r.uplink.n, r.cloud.n, r.downlink.n), (1, 1, 1));
+        // 4000 is reported within the histogram's resolution (3 significant digits).
+        let uplink = r.uplink.percentiles.p50;
+        assert!(
+            uplink.abs_diff(4_000) <= 4,
+            "edge answers do not drag it to 0: {uplink}"
+        );
+        assert!(r.total.percentiles.max.abs_diff(8_000) <= 8);
+        let table = r.table();
+        assert!(table.contains("uplink"), "{table}");
+        assert!(table.contains(&format!("{uplink} us")), "{table}");
+        let json = serde_json::to_value(r).unwrap();
+        assert!(json["downlink"]["p99"].as_u64().unwrap().abs_diff(3_000) <= 3);
+        assert_eq!(json["queue"]["n"], 4);
+    }
+
+    #[test]
+    fn a_run_without_timing_reports_none() {
+        let mut t = Tally::new();
+        t.record(
+            Duration::from_millis(1),
+            Ok(answer(0, "edge", "CONFIDENT", false)),
+            0,
+            Duration::from_secs(1),
+        );
+        assert_eq!(t.timing_report(), None);
     }
 
     #[test]
