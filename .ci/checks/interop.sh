@@ -47,20 +47,21 @@ trap stop_servers EXIT
 trap 'exit 130' INT TERM
 
 # Port 0 everywhere: the checks never collide with a running `edgeinfer up` or another run.
-edgeinfer up --edge-listen 127.0.0.1:0 --cloud-listen 127.0.0.1:0 \
+edgeinfer up --edge-listen 127.0.0.1:0 --cloud-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --edge-metrics-listen 127.0.0.1:0 --cloud-metrics-listen 127.0.0.1:0 \
     >"$work/up.log" 2>&1 &
 server_pid=$!
 
-edge= cloud=
+edge= cloud= admin=
 for _ in $(seq 300); do
     kill -0 "$server_pid" 2>/dev/null || { echo "edgeinfer up exited before listening"; exit 1; }
     edge=$(grep -o 'edge listening on [0-9.:]*' "$work/up.log" | head -n1 | awk '{print $4}') || true
     cloud=$(grep -o 'cloud listening on [0-9.:]*' "$work/up.log" | head -n1 | awk '{print $4}') || true
-    [ -n "$edge" ] && [ -n "$cloud" ] && break
+    admin=$(grep -o 'edge admin (EdgeAdmin) listening on [0-9.:]*' "$work/up.log" | head -n1 | awk '{print $6}') || true
+    [ -n "$edge" ] && [ -n "$cloud" ] && [ -n "$admin" ] && break
     sleep 0.2
 done
-[ -n "$edge" ] && [ -n "$cloud" ] || { echo "edgeinfer up did not report its addresses within 60 s"; exit 1; }
+[ -n "$edge" ] && [ -n "$cloud" ] && [ -n "$admin" ] || { echo "edgeinfer up did not report its addresses within 60 s"; exit 1; }
 for addr in "$edge" "$cloud"; do
     for _ in $(seq 100); do
         edgeinfer health --addr "http://$addr" --timeout-ms 1000 >/dev/null 2>&1 && break
@@ -69,4 +70,4 @@ for addr in "$edge" "$cloud"; do
     edgeinfer health --addr "http://$addr"
 done
 
-python tests/interop/run_interop.py --edge "$edge" --cloud "$cloud"
+python tests/interop/run_interop.py --edge "$edge" --cloud "$cloud" --admin "$admin"

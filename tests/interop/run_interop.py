@@ -50,10 +50,10 @@ README = ROOT / "README.md"
 # The addresses the README uses (edgeinfer up's defaults).
 README_EDGE = "127.0.0.1:50051"
 README_CLOUD = "127.0.0.1:50052"
+README_ADMIN = "127.0.0.1:50061"
 
 EDGE_SERVICES = {
     "edgeinfer.v1.Inference",
-    "edgeinfer.v1.EdgeAdmin",
     "inference.GRPCInferenceService",
     "grpc.health.v1.Health",
 }
@@ -65,9 +65,10 @@ EDGE_SERVICES = {
 class Context:
     """What every check may use: the servers' addresses and the MNIST test set."""
 
-    def __init__(self, edge: str, cloud: str):
+    def __init__(self, edge: str, cloud: str, admin: str):
         self.edge = edge
         self.cloud = cloud
+        self.admin = admin
         self.images, self.labels = load_mnist_test()
 
 
@@ -142,11 +143,16 @@ def check(name):
 # === grpcurl ===
 
 
-@check("grpcurl list (edge): every service")
+@check("grpcurl list (edge): every data service, and EdgeAdmin only on the admin listener")
 def _(ctx):
     services = set(grpcurl(ctx.edge, "list").split())
     missing = EDGE_SERVICES - services
     assert not missing, f"missing {missing} in {services}"
+    assert "edgeinfer.v1.EdgeAdmin" not in services, services
+    admin = set(grpcurl(ctx.admin, "list").split())
+    assert "edgeinfer.v1.EdgeAdmin" in admin and "edgeinfer.v1.Inference" not in admin, admin
+    rc, out = run(["grpcurl", "-plaintext", ctx.edge, "edgeinfer.v1.EdgeAdmin/GetStatus"])
+    assert rc != 0 and "Unimplemented" in out, out
 
 
 @check("grpcurl list (cloud): no EdgeAdmin")
@@ -201,24 +207,24 @@ def _(ctx):
 def _(ctx):
     for addr in (ctx.edge, ctx.cloud):
         assert grpcurl_json(addr, "grpc.health.v1.Health/Check")["status"] == "SERVING"
-    reply = grpcurl_json(ctx.edge, "grpc.health.v1.Health/Check", data={"service": "edgeinfer.v1.EdgeAdmin"})
+    reply = grpcurl_json(ctx.admin, "grpc.health.v1.Health/Check", data={"service": "edgeinfer.v1.EdgeAdmin"})
     assert reply["status"] == "SERVING", reply
 
 
 @check("grpcurl EdgeAdmin: GetStatus, SetPolicy, SetLinkProfile")
 def _(ctx):
-    status = grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/GetStatus")
+    status = grpcurl_json(ctx.admin, "edgeinfer.v1.EdgeAdmin/GetStatus")
     assert status["linkProfile"], status
     threshold = status["policy"]["threshold"]
-    policy = grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/SetPolicy", data={"threshold": 0.5})
+    policy = grpcurl_json(ctx.admin, "edgeinfer.v1.EdgeAdmin/SetPolicy", data={"threshold": 0.5})
     assert abs(policy["threshold"] - 0.5) < 1e-6, policy
-    policy = grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/SetPolicy", data={"threshold": threshold})
+    policy = grpcurl_json(ctx.admin, "edgeinfer.v1.EdgeAdmin/SetPolicy", data={"threshold": threshold})
     assert abs(policy["threshold"] - threshold) < 1e-6, policy
     original = status["linkProfile"]
-    reply = grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/SetLinkProfile", data={"name": "lte"})
+    reply = grpcurl_json(ctx.admin, "edgeinfer.v1.EdgeAdmin/SetLinkProfile", data={"name": "lte"})
     assert reply["linkProfile"] == "lte", reply
-    assert grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/GetStatus")["linkProfile"] == "lte"
-    grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/SetLinkProfile", data={"name": original})
+    assert grpcurl_json(ctx.admin, "edgeinfer.v1.EdgeAdmin/GetStatus")["linkProfile"] == "lte"
+    grpcurl_json(ctx.admin, "edgeinfer.v1.EdgeAdmin/SetLinkProfile", data={"name": original})
 
 
 # === tritonclient (Open Inference Protocol) ===
@@ -351,6 +357,12 @@ def _(ctx):
         models = pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest(), timeout=5).models
         assert models and models[0].name == "edge-mlp", models
         assert list(models[0].labels) == [str(d) for d in range(10)], models[0]
+        try:
+            admin_pb_grpc.EdgeAdminStub(channel).GetStatus(admin_pb.GetStatusRequest(), timeout=5)
+            raise AssertionError("the data port must not serve EdgeAdmin")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNIMPLEMENTED, e
+    with grpc.insecure_channel(ctx.admin) as channel:
         status = admin_pb_grpc.EdgeAdminStub(channel).GetStatus(admin_pb.GetStatusRequest(), timeout=5)
         assert status.link_profile and status.edge_model.name == "edge-mlp", status
     with grpc.insecure_channel(ctx.cloud) as channel:
@@ -367,7 +379,8 @@ def _(ctx):
 
     serving = health_pb2.HealthCheckResponse.SERVING
     expected = {
-        ctx.edge: ["", "edgeinfer.v1.Inference", "inference.GRPCInferenceService", "edgeinfer.v1.EdgeAdmin"],
+        ctx.edge: ["", "edgeinfer.v1.Inference", "inference.GRPCInferenceService"],
+        ctx.admin: ["", "edgeinfer.v1.EdgeAdmin"],
         ctx.cloud: ["", "edgeinfer.v1.Inference", "inference.GRPCInferenceService"],
     }
     for addr, services in expected.items():
@@ -399,7 +412,7 @@ def _(ctx):
     for addr in (ctx.edge, ctx.cloud):
         rc, out = run(["edgeinfer", "health", "--addr", f"http://{addr}"])
         assert rc == 0 and "SERVING" in out, out
-    rc, out = run(["edgeinfer", "health", "--addr", f"http://{ctx.edge}", "--service", "edgeinfer.v1.EdgeAdmin"])
+    rc, out = run(["edgeinfer", "health", "--addr", f"http://{ctx.admin}", "--service", "edgeinfer.v1.EdgeAdmin"])
     assert rc == 0, out
     rc, out = run(["edgeinfer", "health", "--addr", f"http://{ctx.cloud}", "--service", "edgeinfer.v1.EdgeAdmin"])
     assert rc != 0 and "unknown service" in out, out
@@ -446,10 +459,10 @@ def _(ctx):
 
 @check("edgeinfer sweep: table and plots, against the running edge and in process")
 def _(ctx):
-    status_before = grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/GetStatus")
+    status_before = grpcurl_json(ctx.admin, "edgeinfer.v1.EdgeAdmin/GetStatus")
     small = ["--thresholds", "0.5,0.99", "--profiles", "urllc,lte", "--requests", "150", "--warmup", "1",
              "--rate", "500"]
-    for mode in (["--edge", f"http://{ctx.edge}", "--cloud", ctx.cloud], []):
+    for mode in (["--edge", f"http://{ctx.edge}", "--edge-admin", f"http://{ctx.admin}", "--cloud", ctx.cloud], []):
         with tempfile.TemporaryDirectory() as out:
             rc, text = run(["edgeinfer", "sweep", *small, *mode, "--out", out], timeout=300)
             assert rc == 0, text
@@ -466,7 +479,7 @@ def _(ctx):
             for name in ("accuracy_vs_offload.png", "latency_cdf.png"):
                 assert (Path(out) / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     # The running edge got its threshold and link back.
-    status_after = grpcurl_json(ctx.edge, "edgeinfer.v1.EdgeAdmin/GetStatus")
+    status_after = grpcurl_json(ctx.admin, "edgeinfer.v1.EdgeAdmin/GetStatus")
     assert status_after["linkProfile"] == status_before["linkProfile"], status_after
     assert status_after["policy"]["threshold"] == status_before["policy"]["threshold"], status_after
 
@@ -483,7 +496,7 @@ def readme_blocks():
 
 
 def for_servers(ctx, text):
-    return text.replace(README_EDGE, ctx.edge).replace(README_CLOUD, ctx.cloud)
+    return text.replace(README_EDGE, ctx.edge).replace(README_CLOUD, ctx.cloud).replace(README_ADMIN, ctx.admin)
 
 
 @check("README walkthrough: every `interop` block runs as written")
@@ -515,6 +528,7 @@ def start_up(*args):
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
         ["edgeinfer", "up", "--edge-listen", "127.0.0.1:0", "--cloud-listen", "127.0.0.1:0",
+         "--admin-listen", "127.0.0.1:0",
          "--edge-metrics-listen", "off", "--cloud-metrics-listen", "off", *args],
         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
     )
@@ -602,13 +616,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edge", required=True, help="edge gRPC address, HOST:PORT")
     parser.add_argument("--cloud", required=True, help="cloud gRPC address, HOST:PORT")
+    parser.add_argument("--admin", required=True, help="edge admin gRPC address, HOST:PORT")
     parser.add_argument("-k", dest="only", help="run only checks whose name contains this")
     args = parser.parse_args()
     for tool in ("grpcurl", "edgeinfer"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not on PATH")
 
-    ctx = Context(args.edge, args.cloud)
+    ctx = Context(args.edge, args.cloud, args.admin)
     passed = failed = 0
     for name, fn in CHECKS:
         if args.only and args.only not in name:

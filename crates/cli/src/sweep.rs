@@ -83,6 +83,14 @@ pub struct SweepArgs {
     /// Its threshold and link profile are changed during the sweep and restored at the end.
     #[arg(long, value_name = "ADDR")]
     pub edge: Option<String>,
+    /// With --edge: the edge's admin listener, where its threshold and link are set.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "edge",
+        default_value = "http://127.0.0.1:50061"
+    )]
+    pub edge_admin: String,
     /// With --edge: the cloud behind it, checked for health before the sweep starts.
     #[arg(long, value_name = "ADDR", requires = "edge")]
     pub cloud: Option<String>,
@@ -167,7 +175,7 @@ pub async fn run_sweep(args: &SweepArgs) -> Result<()> {
             if let Some(cloud) = &args.cloud {
                 check_cloud(cloud, &args.tls).await?;
             }
-            sweep_edge(edge, args).await?
+            sweep_edge(edge, &args.edge_admin, args).await?
         }
         None => {
             // Port 0 for both, no metrics: nothing here can collide with a running `up`.
@@ -183,7 +191,12 @@ pub async fn run_sweep(args: &SweepArgs) -> Result<()> {
                 "edge on {}, cloud on {} (in this process)",
                 servers.edge, servers.cloud
             );
-            let result = sweep_edge(&format!("http://{}", servers.edge), args).await;
+            let result = sweep_edge(
+                &format!("http://{}", servers.edge),
+                &format!("http://{}", servers.edge_admin),
+                args,
+            )
+            .await;
             if let Err(e) = servers.stop().await {
                 eprintln!("warning: the in-process servers did not stop cleanly: {e:#}");
             }
@@ -273,19 +286,21 @@ async fn check_cloud(cloud: &str, tls: &TlsArgs) -> Result<()> {
 }
 
 /// Runs every cell against the edge at `edge`, then puts its policy and link back.
-async fn sweep_edge(edge: &str, args: &SweepArgs) -> Result<Sweep> {
+async fn sweep_edge(edge: &str, admin_addr: &str, args: &SweepArgs) -> Result<Sweep> {
     let target = Target::connect(edge, 4, &args.tls).await?;
-    let original = target
+    let admin_target = Target::connect(admin_addr, 1, &args.tls).await?;
+    let original = admin_target
         .admin()
         .get_status(edgeinfer::v1::GetStatusRequest {})
         .await
         .map_err(|s| {
             if s.code() == tonic::Code::Unimplemented {
                 anyhow::anyhow!(
-                    "{edge} does not serve edgeinfer.v1.EdgeAdmin: the sweep needs an edge node"
+                    "{admin_addr} does not serve edgeinfer.v1.EdgeAdmin: the sweep needs an \
+                     edge node's admin listener (--edge-admin)"
                 )
             } else {
-                status_error(edge, &s)
+                status_error(admin_addr, &s)
             }
         })?
         .into_inner();
@@ -296,10 +311,10 @@ async fn sweep_edge(edge: &str, args: &SweepArgs) -> Result<Sweep> {
         .unwrap_or(DEFAULT_BUDGET_MS);
     let inputs = load::mnist_test_set()?;
 
-    let result = run_cells(&target, &inputs, args, budget_ms).await;
+    let result = run_cells(&target, &admin_target, &inputs, args, budget_ms).await;
 
     // Leave a shared edge as we found it, even when a cell failed.
-    let mut admin = target.admin();
+    let mut admin = admin_target.admin();
     if let Some(policy) = original.policy {
         let restore = SetPolicyRequest {
             threshold: Some(policy.threshold),
@@ -338,11 +353,12 @@ async fn sweep_edge(edge: &str, args: &SweepArgs) -> Result<Sweep> {
 
 async fn run_cells(
     target: &Target,
+    admin: &Target,
     inputs: &edgeinfer_model::mnist::Dataset,
     args: &SweepArgs,
     budget_ms: u32,
 ) -> Result<(Vec<Row>, Vec<Histogram<u64>>)> {
-    let mut admin = target.admin();
+    let mut admin = admin.admin();
     let options = RequestOptions {
         budget_ms: args.budget_ms,
         placement: PlacementArg::Auto,
@@ -541,6 +557,7 @@ mod tests {
             profiles: vec!["urllc".into()],
             requests: 1000,
             warmup: 0.0,
+            edge_admin: String::new(),
             tls: TlsArgs::default(),
             rate: None,
             concurrency: Some(16),
@@ -590,6 +607,7 @@ mod tests {
             profiles: vec!["lte".into()],
             requests: 1,
             warmup: 0.0,
+            edge_admin: String::new(),
             tls: TlsArgs::default(),
             rate: None,
             concurrency: None,

@@ -94,7 +94,11 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
     eprintln!(
         "edge admin (EdgeAdmin) listening on {}; for example:\n  {}",
         servers.edge_admin,
-        admin_command(servers.edge_admin, args.tls_ca.as_deref(), args.admin_token.is_some())
+        admin_command(
+            servers.edge_admin,
+            args.tls_ca.as_deref(),
+            args.admin_token.is_some()
+        )
     );
     if let Some(m) = servers.edge_metrics {
         eprintln!("edge metrics on http://{m}/metrics");

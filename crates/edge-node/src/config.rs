@@ -50,7 +50,12 @@ pub struct EdgeConfig {
     pub admin_listen: std::option::Option<SocketAddr>,
 
     /// Bearer token every admin call must present (`authorization: Bearer <token>`).
-    #[arg(long, env = "EDGE_ADMIN_TOKEN", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "EDGE_ADMIN_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub admin_token: String,
 
     /// File holding the admin token (one line), instead of --admin-token.
@@ -59,7 +64,12 @@ pub struct EdgeConfig {
 
     /// Bearer token every inference call must present; health and reflection stay open.
     /// Default: none (the data plane is open).
-    #[arg(long, env = "EDGE_AUTH_TOKEN", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "EDGE_AUTH_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub auth_token: String,
 
     /// File holding the data-plane token (one line), instead of --auth-token.
@@ -282,5 +292,4 @@ pub struct Tokens {
     pub cloud: Option<String>,
 }
 
-impl EdgeConfig {
-}
+impl EdgeConfig {}

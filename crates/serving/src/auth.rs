@@ -85,7 +85,9 @@ pub enum TokenError {
         source: std::io::Error,
     },
     /// The file is larger than a token.
-    #[error("{flag}-file {path}: larger than {MAX_TOKEN_FILE_BYTES} bytes; a token file holds one line")]
+    #[error(
+        "{flag}-file {path}: larger than {MAX_TOKEN_FILE_BYTES} bytes; a token file holds one line"
+    )]
     TooLarge {
         /// The value's flag.
         flag: String,
@@ -141,8 +143,8 @@ pub fn token_setting(
             line.strip_suffix('\r').unwrap_or(line).to_string()
         }
     };
-    let valid = !token.is_empty()
-        && http::HeaderValue::from_str(&format!("Bearer {token}")).is_ok();
+    let valid =
+        !token.is_empty() && http::HeaderValue::from_str(&format!("Bearer {token}")).is_ok();
     if valid {
         Ok(Some(token))
     } else {
@@ -214,15 +216,22 @@ mod tests {
         let file = dir.path().join("token");
         std::fs::write(&file, "abc\n").unwrap();
         assert_eq!(token_setting("", None, "--t").unwrap(), None);
-        assert_eq!(token_setting("xyz", None, "--t").unwrap().as_deref(), Some("xyz"));
+        assert_eq!(
+            token_setting("xyz", None, "--t").unwrap().as_deref(),
+            Some("xyz")
+        );
         assert_eq!(
             token_setting("", Some(&file), "--t").unwrap().as_deref(),
             Some("abc")
         );
-        let e = token_setting("xyz", Some(&file), "--t").unwrap_err().to_string();
+        let e = token_setting("xyz", Some(&file), "--t")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--t and --t-file"), "{e}");
         std::fs::write(&file, vec![b'a'; 5000]).unwrap();
-        let e = token_setting("", Some(&file), "--t").unwrap_err().to_string();
+        let e = token_setting("", Some(&file), "--t")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("larger than 4096"), "{e}");
         std::fs::write(&file, "").unwrap();
         assert!(token_setting("", Some(&file), "--t").is_err());
@@ -261,8 +270,18 @@ mod tests {
         let e = auth
             .check(&req("/grpc.health.v1.Health/Check", Some("Bearer nope")))
             .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unauthenticated, "a wrong token is refused everywhere");
-        for near in ["Bearer s3cret ", "Bearer  s3cret", "Bearer s3cre", "Bearer s3cret2", "s3cret"] {
+        assert_eq!(
+            e.code(),
+            tonic::Code::Unauthenticated,
+            "a wrong token is refused everywhere"
+        );
+        for near in [
+            "Bearer s3cret ",
+            "Bearer  s3cret",
+            "Bearer s3cre",
+            "Bearer s3cret2",
+            "s3cret",
+        ] {
             let e = auth
                 .check(&req("/edgeinfer.v1.EdgeAdmin/GetStatus", Some(near)))
                 .unwrap_err();

@@ -59,7 +59,12 @@ pub struct Addresses {
 /// Binds a node's listeners; errors name the flag and its environment twin (`prefix` is
 /// `EDGE` or `CLOUD`).
 pub async fn bind_listeners(addresses: Addresses, prefix: &str) -> anyhow::Result<Listeners> {
-    async fn bind(addr: SocketAddr, flag: &str, prefix: &str, env: &str) -> anyhow::Result<TcpListener> {
+    async fn bind(
+        addr: SocketAddr,
+        flag: &str,
+        prefix: &str,
+        env: &str,
+    ) -> anyhow::Result<TcpListener> {
         TcpListener::bind(addr)
             .await
             .with_context(|| format!("{flag} / {prefix}_{env} {addr}"))
