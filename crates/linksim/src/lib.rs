@@ -41,6 +41,7 @@
 
 pub mod builtin;
 mod delay;
+pub mod files;
 mod handover;
 pub mod layer;
 pub mod link;
@@ -51,11 +52,13 @@ pub mod sim;
 pub mod trace;
 
 pub use builtin::{Builtin, Targets, builtins};
+pub use files::TraceSource;
 pub use layer::{LinkLayer, LinkService, Transit};
 pub use link::{DirectionStats, Link, LinkStats, Lost};
 pub use loss::message_loss_rate;
 pub use profile::{
-    DelayProfile, DirectionProfile, HandoverProfile, LinkProfile, LossProfile, ProfileError,
+    DelayProfile, DirectionProfile, HandoverProfile, InFlight, LinkProfile, LossProfile,
+    ProfileError,
 };
 pub use sample::{SampleReport, sample};
 pub use sim::{Delivery, Direction, Outcome, Simulator};
