@@ -91,10 +91,12 @@ fn dir(
     DirectionProfile {
         bandwidth_mbps: Some(mbps),
         trace: None,
+        trace_ms: None,
         delay: DelayProfile {
             base_ms,
             jitter_median_ms: median_ms,
             jitter_p99_ms: p99_ms,
+            correlation: 0.0,
         },
         loss,
     }
@@ -218,6 +220,7 @@ pub fn builtins() -> Vec<Builtin> {
                     mean_interval_s: every,
                     duration_median_ms: s.targets.handover_median_ms.unwrap_or(0.0),
                     duration_p99_ms: s.targets.handover_p99_ms.unwrap_or(0.0),
+                    in_flight: Default::default(),
                 }),
             },
             targets: s.targets,

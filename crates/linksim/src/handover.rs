@@ -4,10 +4,11 @@
 //! and last a log-normal time (the profile's median and p99). The schedule is drawn lazily as
 //! simulated time advances, from its own random stream, so it does not depend on the traffic.
 //!
-//! What an outage does to a message: a transmission cannot start during one, and one that is
-//! being serialized when an outage starts pauses until it ends. Nothing is lost to a handover:
-//! 3GPP handovers forward the buffered data to the target cell (lossless handover), so the cost
-//! is delay. Loss is the loss model's job.
+//! What an outage does to a message: a transmission cannot start during one, one that is being
+//! serialized when an outage starts pauses until it ends, and nothing arrives during one (the
+//! simulator moves an arrival that falls inside to its end, or loses the message, as the
+//! profile's `in_flight` says). By default nothing is lost to a handover: 3GPP handovers forward
+//! the buffered data to the target cell (lossless handover), so the cost is delay.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -125,6 +126,17 @@ impl Outages {
         }
     }
 
+    /// The first outage ending after `t`.
+    #[cfg(test)]
+    pub(crate) fn next_after(&mut self, t: Duration) -> Outage {
+        self.draw_past(t);
+        *self
+            .upcoming
+            .iter()
+            .find(|o| o.end > t)
+            .expect("drawn past t")
+    }
+
     /// Outages drawn and not yet forgotten.
     #[cfg(test)]
     pub(crate) fn remembered(&self) -> usize {
@@ -150,6 +162,7 @@ mod tests {
                 mean_interval_s: mean_s,
                 duration_median_ms: median_ms,
                 duration_p99_ms: p99_ms,
+                in_flight: Default::default(),
             }),
             ChaCha8Rng::seed_from_u64(3),
         )

@@ -1,55 +1,68 @@
 //! [`LinkLayer`]: a [`Link`] on a gRPC client channel.
 //!
-//! Each request is buffered whole (to know its encoded size), carried by the link's uplink,
-//! passed to the inner service (tonic's `Channel` in production), and its response is buffered
-//! whole and carried by the downlink. The response carries a [`Transit`] in its extensions,
-//! which tonic hands on in `tonic::Response::extensions()`, so the caller can report where the
-//! time went.
+//! Bodies cross the link message by message: each gRPC length-prefixed message of the request
+//! body is handed to the uplink as soon as it is read, and passed on to the inner service
+//! (tonic's `Channel` in production) when it arrives; the response body's messages cross the
+//! downlink the same way. So a unary call pays one uplink and one downlink, and each frame of an
+//! `InferStream` pays its own as it goes, instead of waiting for the whole stream. Within one
+//! body messages come out in order (an HTTP/2 stream is ordered): one that arrives early waits
+//! for the one before it, and a lost one stalls the rest, as a lost segment stalls a TCP stream.
 //!
-//! The request reaches the inner service only after the uplink, possibly never, so readiness is
-//! asked of the inner service then (`ServiceExt::ready` on a clone), not in `poll_ready`: a
-//! reservation taken there (a slot in tonic's channel buffer) would be held for as long as the
-//! message is on the link, and for ever by a lost one, until callers could not send at all.
-//! The inner service's errors, readiness ones included, come back from the call.
+//! The inner call starts when the first request message has crossed (headers travel with it),
+//! and the response is handed back when its first message has crossed, carrying a [`Transit`]
+//! of those first messages in its extensions, which tonic hands on in
+//! `tonic::Response::extensions()`, so the caller can report where the time went. A body with
+//! no message (a trailers-only error answer, an empty request stream) crosses as one empty
+//! message. Trailers follow the last message without a draw of their own, so that a unary
+//! call's round trip is exactly one uplink and one downlink, as `link sample` simulates.
+//!
+//! The request reaches the inner service only after its first message, possibly never, so
+//! readiness is asked of the inner service then (`ServiceExt::ready` on a clone), not in
+//! `poll_ready`: a reservation taken there (a slot in tonic's channel buffer) would be held for
+//! as long as the message is on the link, and for ever by a lost one, until callers could not
+//! send at all. The inner service's errors, readiness ones included, come back from the call.
 //!
 //! What the caller sees, as on a real network:
 //! - a lost message is never delivered: the call stays pending until the caller's deadline.
 //!   When the request has a `grpc-timeout` (tonic's `Request::set_timeout`), this layer enforces
-//!   it over the whole exchange, link included, and fails with tonic's own `TimeoutExpired`,
-//!   which the client turns into the same status as a deadline passing on a real channel;
-//! - gRPC trailers (`grpc-status`) travel with the buffered response body.
+//!   it until the response's first message, link included, and fails with tonic's own
+//!   `TimeoutExpired`, which the client turns into the same status as a deadline passing on a
+//!   real channel;
+//! - gRPC trailers (`grpc-status`) travel after the last message.
 //!
 //! Callers should put a deadline on every call: a lost message otherwise leaves its call pending
 //! for ever (it holds nothing of the channel's while it does).
 //!
-//! Sizes are the HTTP/2 body bytes (the gRPC length-prefixed messages); headers are left out.
-//! Because bodies are buffered whole, this layer suits unary calls; a streaming call would be
-//! delayed until its request stream ends.
+//! Sizes are the HTTP/2 body bytes (the gRPC length-prefixed messages, prefix included); headers
+//! are left out.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
+use tokio::sync::{mpsc, oneshot};
 use tower::{BoxError, Layer, Service, ServiceExt};
 
-use crate::link::Link;
+use crate::link::{Link, Lost};
 use crate::sim::Direction;
 
-/// How one exchange crossed the link, in the response's `http::Extensions`.
+/// How one exchange crossed the link, in the response's `http::Extensions`: its first request
+/// message and its first response message (for a unary call, the request and the response).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transit {
     /// Simulated one-way time of the request, queueing included.
     pub uplink: Duration,
     /// Simulated one-way time of the response, queueing included.
     pub downlink: Duration,
-    /// Body bytes of the request.
+    /// Bytes of the request message (gRPC prefix included).
     pub uplink_bytes: usize,
-    /// Body bytes of the response.
+    /// Bytes of the response message (gRPC prefix included).
     pub downlink_bytes: usize,
 }
 
@@ -151,9 +164,8 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();
-    let body = Buffered::collect(body).await?;
-    let uplink_bytes = body.len();
-    let uplink = carry(&link, Direction::Uplink, uplink_bytes).await;
+    let request = Crossing::start(link.clone(), Direction::Uplink, body);
+    let (up, body) = request.first_arrival().await?;
 
     let req = http::Request::from_parts(parts, tonic::body::Body::new(body));
     let res = inner
@@ -165,31 +177,18 @@ where
         .map_err(Into::into)?;
 
     let (mut parts, body) = res.into_parts();
-    let body = Buffered::collect(body).await?;
-    let downlink_bytes = body.len();
-    let downlink = carry(&link, Direction::Downlink, downlink_bytes).await;
-
+    let response = Crossing::start(link, Direction::Downlink, body);
+    let (down, body) = response.first_arrival().await?;
     parts.extensions.insert(Transit {
-        uplink,
-        downlink,
-        uplink_bytes,
-        downlink_bytes,
+        uplink: up.one_way,
+        downlink: down.one_way,
+        uplink_bytes: up.bytes,
+        downlink_bytes: down.bytes,
     });
     Ok(http::Response::from_parts(
         parts,
         tonic::body::Body::new(body),
     ))
-}
-
-/// Carries `bytes` over the link; a lost message never arrives, so neither does the future.
-async fn carry(link: &Link, dir: Direction, bytes: usize) -> Duration {
-    match link.transmit(dir, bytes).await {
-        Ok(one_way) => one_way,
-        Err(lost) => {
-            tracing::debug!(%lost, "message lost on the simulated link");
-            std::future::pending().await
-        }
-    }
 }
 
 /// The `grpc-timeout` header as a duration (gRPC over HTTP/2: at most 8 digits and a unit).
@@ -211,58 +210,231 @@ fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
-/// A body held whole in memory: its data, then its trailers. (`http_body_util::Full` would drop
-/// the trailers, and gRPC's status lives there.)
-#[derive(Debug, Default)]
-struct Buffered {
-    data: Option<Bytes>,
-    trailers: Option<HeaderMap>,
+// === Crossing: one body over one direction ===
+
+/// How the first message of a body crossed.
+#[derive(Debug, Clone, Copy)]
+struct Arrived {
+    one_way: Duration,
+    bytes: usize,
 }
 
-impl Buffered {
-    async fn collect<B>(body: B) -> Result<Buffered, BoxError>
+/// One body crossing one direction of the link: a task reads it, hands each message to the
+/// link as it comes and forwards it, in order, when it arrives.
+struct Crossing {
+    first: oneshot::Receiver<Result<Arrived, BoxError>>,
+    body: Delivered,
+}
+
+/// What the crossing task passes on, in order.
+enum Item {
+    /// A message (or, at the end of a body, its last incomplete bytes) and its fate.
+    Message {
+        data: Bytes,
+        arrival: Pin<Box<dyn Future<Output = Result<Duration, Lost>> + Send>>,
+    },
+    /// Trailers: they follow the message before them.
+    Trailers(HeaderMap),
+    /// The body failed: passed on when everything before it has been.
+    Failed(BoxError),
+}
+
+/// Largest piece held while waiting for the rest of a message: a larger message crosses in
+/// pieces of this size, so that a declared length cannot make the layer buffer without bound.
+const MAX_PIECE: usize = 4 << 20;
+
+/// Splits a byte stream into gRPC length-prefixed messages (1-byte flag, 4-byte length).
+#[derive(Debug, Default)]
+struct Framer {
+    buf: BytesMut,
+}
+
+impl Framer {
+    fn push(&mut self, mut data: impl Buf) {
+        while data.has_remaining() {
+            self.buf.extend_from_slice(data.chunk());
+            let n = data.chunk().len();
+            data.advance(n);
+        }
+    }
+
+    /// The next complete message, prefix included.
+    fn next(&mut self) -> Option<Bytes> {
+        if self.buf.len() < 5 {
+            return None;
+        }
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+        let whole = 5usize.saturating_add(len as usize);
+        if self.buf.len() >= whole {
+            Some(self.buf.split_to(whole).freeze())
+        } else if self.buf.len() >= MAX_PIECE {
+            Some(self.buf.split_to(MAX_PIECE).freeze())
+        } else {
+            None
+        }
+    }
+
+    /// What is left at the end of the body.
+    fn rest(&mut self) -> Option<Bytes> {
+        (!self.buf.is_empty()).then(|| self.buf.split().freeze())
+    }
+}
+
+impl Crossing {
+    fn start<B>(link: Link, dir: Direction, body: B) -> Crossing
     where
-        B: Body<Data = Bytes>,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let collected = body.collect().await.map_err(Into::into)?;
-        let trailers = collected.trailers().cloned();
-        let data = collected.to_bytes();
-        Ok(Buffered {
-            data: (!data.is_empty()).then_some(data),
-            trailers,
-        })
+        let (first_tx, first) = oneshot::channel();
+        // Two frames of slack: the task reads ahead (handing messages to the link as they
+        // come) whether or not the receiver keeps up; what it holds is the link's queue.
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(carry(link, dir, body, tx, first_tx));
+        Crossing {
+            first,
+            body: Delivered { rx },
+        }
     }
 
-    fn len(&self) -> usize {
-        self.data.as_ref().map_or(0, Bytes::len)
+    /// Waits for the first message to arrive (or the body to fail first). A lost first message
+    /// never arrives, so neither does this.
+    async fn first_arrival(self) -> Result<(Arrived, Delivered), BoxError> {
+        match self.first.await {
+            Ok(Ok(arrived)) => Ok((arrived, self.body)),
+            Ok(Err(e)) => Err(e),
+            // The task ends without a first arrival only after a loss: it stalls for ever.
+            Err(_) => std::future::pending().await,
+        }
     }
 }
 
-impl Body for Buffered {
+/// The crossing task: reads `body`, hands each message to `link` at once, and passes the
+/// messages on to `tx` in order as they arrive. Ends when everything is passed on, when the
+/// receiver is gone, or, after a loss, when the receiver is gone (a lost message stalls the
+/// stream behind it).
+async fn carry<B>(
+    link: Link,
+    dir: Direction,
+    body: B,
+    tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    first: oneshot::Sender<Result<Arrived, BoxError>>,
+) where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut framer = Framer::default();
+    let mut queue: VecDeque<Item> = VecDeque::new();
+    let mut first = Some(first);
+    let (mut reading, mut messages) = (true, 0u64);
+    let send = |data: Bytes, queue: &mut VecDeque<Item>| {
+        let sent = link.send(dir, data.len());
+        queue.push_back(Item::Message {
+            data,
+            arrival: Box::pin(sent.arrival()),
+        });
+    };
+    loop {
+        // Pass on what is at the head and needs no wait.
+        while matches!(queue.front(), Some(Item::Trailers(_) | Item::Failed(_))) {
+            let frame = match queue.pop_front() {
+                Some(Item::Trailers(t)) => Ok(Frame::trailers(t)),
+                Some(Item::Failed(e)) => match first.take() {
+                    Some(first) => {
+                        let _ = first.send(Err(e));
+                        return;
+                    }
+                    None => Err(e),
+                },
+                _ => unreachable!("matched above"),
+            };
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+        if !reading && queue.is_empty() {
+            return;
+        }
+        let head = match queue.front_mut() {
+            Some(Item::Message { arrival, .. }) => Some(arrival),
+            _ => None,
+        };
+        tokio::select! {
+            arrived = async { head.expect("guarded").await }, if head.is_some() => {
+                let Some(Item::Message { data, .. }) = queue.pop_front() else {
+                    unreachable!("the head was a message")
+                };
+                let Ok(one_way) = arrived else {
+                    tracing::debug!(%dir, "message lost on the simulated link: the stream stalls");
+                    tx.closed().await;
+                    return;
+                };
+                if let Some(first) = first.take() {
+                    let _ = first.send(Ok(Arrived { one_way, bytes: data.len() }));
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                if tx.send(Ok(Frame::data(data))).await.is_err() {
+                    return;
+                }
+            }
+            frame = async { body.frame().await.map(|f| f.map_err(Into::into)) }, if reading => {
+                match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        framer.push(data);
+                        while let Some(message) = framer.next() {
+                            messages += 1;
+                            send(message, &mut queue);
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            queue.push_back(Item::Trailers(trailers));
+                        }
+                    }
+                },
+                Some(Err(e)) => {
+                    reading = false;
+                    queue.push_back(Item::Failed(e));
+                }
+                None => {
+                    reading = false;
+                    let rest = framer.rest();
+                    if rest.is_some() || messages == 0 {
+                        // Trailers already queued stay after the last bytes of the body.
+                        let at = queue
+                            .iter()
+                            .position(|i| matches!(i, Item::Trailers(_)))
+                            .unwrap_or(queue.len());
+                        let mut tail = queue.split_off(at);
+                        send(rest.unwrap_or_default(), &mut queue);
+                        queue.append(&mut tail);
+                        messages += 1;
+                    }
+                }
+            }},
+            () = tx.closed() => return,
+        }
+    }
+}
+
+/// The body a crossing delivers.
+struct Delivered {
+    rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+}
+
+impl Body for Delivered {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = if let Some(data) = self.data.take() {
-            Frame::data(data)
-        } else if let Some(trailers) = self.trailers.take() {
-            Frame::trailers(trailers)
-        } else {
-            return Poll::Ready(None);
-        };
-        Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.trailers.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.len() as u64)
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx.poll_recv(cx)
     }
 }
 
@@ -284,22 +456,41 @@ mod tests {
         assert_eq!(grpc_timeout(&h), None);
     }
 
-    #[tokio::test]
-    async fn buffered_body_keeps_trailers() {
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", "5".parse().unwrap());
-        let body = Buffered {
-            data: Some(Bytes::from_static(b"abc")),
-            trailers: Some(trailers.clone()),
-        };
-        let again = Buffered::collect(body).await.unwrap();
-        assert_eq!(again.len(), 3);
-        assert_eq!(again.trailers, Some(trailers.clone()));
-        // Trailers only (a trailers-only error answer): not an empty body.
-        let only = Buffered {
-            data: None,
-            trailers: Some(trailers),
-        };
-        assert!(!only.is_end_stream());
+    fn message(len: usize) -> Vec<u8> {
+        let mut m = vec![0];
+        m.extend_from_slice(&(len as u32).to_be_bytes());
+        m.extend(std::iter::repeat_n(7, len));
+        m
+    }
+
+    #[test]
+    fn framer_splits_messages_across_and_within_chunks() {
+        let stream: Vec<u8> = [message(3), message(0), message(10)].concat();
+        for cut in [1, 4, 5, 7, 8, 13, stream.len()] {
+            let mut f = Framer::default();
+            let mut got = Vec::new();
+            for chunk in stream.chunks(cut) {
+                f.push(Bytes::copy_from_slice(chunk));
+                while let Some(m) = f.next() {
+                    got.push(m.len());
+                }
+            }
+            assert_eq!(got, [8, 5, 15], "chunks of {cut}");
+            assert_eq!(f.rest(), None);
+        }
+        let mut f = Framer::default();
+        f.push(Bytes::from_static(b"\0\0\0"));
+        assert_eq!(f.next(), None);
+        assert_eq!(f.rest().map(|r| r.len()), Some(3));
+    }
+
+    #[test]
+    fn framer_bounds_what_it_holds() {
+        let mut f = Framer::default();
+        let mut huge = vec![0u8, 0xff, 0xff, 0xff, 0xff];
+        huge.resize(MAX_PIECE + 10, 1);
+        f.push(Bytes::from(huge));
+        assert_eq!(f.next().map(|m| m.len()), Some(MAX_PIECE));
+        assert_eq!(f.next(), None);
     }
 }

@@ -11,7 +11,8 @@
 //! - [`sim`]: [`Simulator`], the pure core in simulated time: what happens to one message.
 //! - `delay`, `loss`, `handover`, [`trace`]: the random processes and the trace replay it uses.
 //! - [`link`]: [`Link`], the simulator on tokio time, shared by concurrent senders, with live
-//!   [`LinkStats`].
+//!   [`LinkStats`]; [`timer`]: how it waits (tokio's timer, or a precise timerfd thread).
+//! - [`files`]: bounded reads, and where a profile document may name trace files.
 //! - [`layer`]: [`LinkLayer`], the link as tower middleware on a tonic client channel.
 //! - [`sample`](mod@sample): what `edgeinfer link sample` reports, simulated at once.
 //!
@@ -30,17 +31,19 @@
 //! - **Delay is drawn per message**, so two messages may arrive out of order, as independent RPCs
 //!   may.
 //! - **Time**: the simulator decides a message's fate when it is sent and [`Link::transmit`]
-//!   sleeps until then with tokio. tokio's timers fire on whole milliseconds, so a live link
-//!   waits up to 1 ms longer than the simulated time it reports (what [`Transit`] carries).
+//!   waits until then. By default it waits with tokio's timer, whose 1 ms ticks make a live
+//!   link up to 1 ms later than the simulated time it reports (what [`Transit`] carries); a
+//!   live link made [`LinkTimer::Precise`] wakes within tens of microseconds ([`timer`]).
 //!
 //! Invariant: this crate knows nothing of models, MNIST or the edgeinfer API; it sees messages
-//! only as sizes in bytes. It never reads the wall clock: only tokio time (so tests run on the
-//! paused clock) or simulated time.
+//! only as sizes in bytes. Only the precise timer reads the wall clock; everything else uses
+//! tokio time (so tests run on the paused clock) or simulated time.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod builtin;
 mod delay;
+pub mod files;
 mod handover;
 pub mod layer;
 pub mod link;
@@ -48,15 +51,19 @@ mod loss;
 pub mod profile;
 pub mod sample;
 pub mod sim;
+pub mod timer;
 pub mod trace;
 
 pub use builtin::{Builtin, Targets, builtins};
+pub use files::TraceSource;
 pub use layer::{LinkLayer, LinkService, Transit};
-pub use link::{DirectionStats, Link, LinkStats, Lost};
+pub use link::{DirectionStats, Link, LinkStats, Lost, Sent};
 pub use loss::message_loss_rate;
 pub use profile::{
-    DelayProfile, DirectionProfile, HandoverProfile, LinkProfile, LossProfile, ProfileError,
+    DelayProfile, DirectionProfile, HandoverProfile, InFlight, LinkProfile, LossProfile,
+    ProfileError,
 };
 pub use sample::{SampleReport, sample};
 pub use sim::{Delivery, Direction, Outcome, Simulator};
+pub use timer::LinkTimer;
 pub use trace::Trace;

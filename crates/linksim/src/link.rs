@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::profile::LinkProfile;
 use crate::sim::{Delivery, Direction, Outcome, Simulator};
+use crate::timer::{self, LinkTimer};
 
 /// How many recent one-way delays the percentiles of [`LinkStats`] look at.
 const RECENT: usize = 1024;
@@ -36,6 +37,8 @@ pub struct Lost {
 #[derive(Debug, Clone)]
 pub struct Link {
     state: Arc<Mutex<State>>,
+    /// How this handle waits; a property of the handle, so a test can watch a live link.
+    timer: LinkTimer,
 }
 
 #[derive(Debug)]
@@ -123,6 +126,28 @@ fn derive_seed(seed: u64, generation: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A message on the link: when it settles and how.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a message in flight does nothing unless its arrival is awaited"]
+pub struct Sent {
+    due: Instant,
+    result: Result<Duration, Lost>,
+    timer: LinkTimer,
+}
+
+impl Sent {
+    /// When the message arrives or is given up.
+    pub fn due(&self) -> Instant {
+        self.due
+    }
+
+    /// Waits until the message arrives (its one-way time) or is given up ([`Lost`]).
+    pub async fn arrival(self) -> Result<Duration, Lost> {
+        timer::sleep_until(self.timer, self.due).await;
+        self.result
+    }
+}
+
 // === impl Link ===
 
 impl Link {
@@ -142,7 +167,21 @@ impl Link {
                 lanes: [DirectionStats::default(); 2],
                 recent: VecDeque::with_capacity(RECENT),
             })),
+            timer: LinkTimer::Tokio,
         }
+    }
+
+    /// The same link waiting with `timer`: [`LinkTimer::Precise`] for a live link (an edge
+    /// serving real traffic, `link proxy`), the default [`LinkTimer::Tokio`] for tests on the
+    /// paused clock.
+    pub fn with_timer(mut self, timer: LinkTimer) -> Self {
+        self.timer = timer;
+        self
+    }
+
+    /// How this handle waits.
+    pub fn timer(&self) -> LinkTimer {
+        self.timer
     }
 
     /// Switches to another profile from now on. Messages already sent keep the fate they were
@@ -174,9 +213,19 @@ impl Link {
     ///
     /// Dropping the future does not take the message back: it still occupies the queue.
     pub async fn transmit(&self, dir: Direction, bytes: usize) -> Result<Duration, Lost> {
+        self.send(dir, bytes).arrival().await
+    }
+
+    /// Hands a message of `bytes` to direction `dir` now, without waiting: it takes its place
+    /// in the queue at once, and [`Sent::arrival`] waits for its fate. What a stream needs,
+    /// where the next message is handed over before the last one arrives.
+    pub fn send(&self, dir: Direction, bytes: usize) -> Sent {
         let (due, result) = self.decide(dir, bytes);
-        tokio::time::sleep_until(due).await;
-        result
+        Sent {
+            due,
+            result,
+            timer: self.timer,
+        }
     }
 
     /// Decides a message's fate now: when it is due and what it will be.

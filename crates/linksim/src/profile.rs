@@ -7,12 +7,25 @@
 //!
 //! Units are in the field names (`_ms`, `_s`, `_mbps`) so that a file reads without a manual.
 //! Unknown fields are rejected: a misspelt `jiter_p99_ms` must not silently mean "no jitter".
+//!
+//! Every number has a range (probabilities in [0, 1], times at most an hour, at most 100
+//! retransmissions, ...): a document received over the network must not be able to make the
+//! simulator loop for ever or overflow its clock. Which files a profile may name depends on who
+//! wrote it (see [`crate::files`]).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::files::{self, MAX_PROFILE_BYTES, ReadError, TraceSource};
 use crate::trace::Trace;
+
+/// Largest time a profile may give (delays, retransmissions, handover durations), in ms: an
+/// hour is far beyond any radio link and far below what could overflow simulated time.
+pub const MAX_MS: f64 = 3_600_000.0;
+
+/// Most retransmissions a profile may ask for (RLC allows up to 32; HARQ 4 to 8).
+pub const MAX_RETRANSMISSIONS: u32 = 100;
 
 /// The parameters of a simulated link: one [`DirectionProfile`] per direction and the handovers,
 /// which interrupt both directions at once.
@@ -49,10 +62,16 @@ pub struct DirectionProfile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_mbps: Option<f64>,
     /// A Mahimahi trace replacing `bandwidth_mbps`: one integer millisecond per line, each a
-    /// delivery opportunity for 1500 bytes, looping. A relative path is relative to the profile
-    /// file's directory (when loaded from a file) or to the working directory.
+    /// delivery opportunity for 1500 bytes, looping. In a profile file, a relative path is
+    /// relative to the file's directory; in a document received over the network, only a bare
+    /// file name inside the node's trace directory ([`TraceSource`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<PathBuf>,
+    /// The same trace inline: the opportunities' milliseconds, non-decreasing, the last one being
+    /// the period. Exclusive with `trace` and `bandwidth_mbps`; at most
+    /// [`crate::trace::MAX_OPPORTUNITIES`] entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_ms: Option<Vec<u64>>,
     /// One-way delay after serialization.
     #[serde(default)]
     pub delay: DelayProfile,
@@ -78,6 +97,17 @@ pub struct DelayProfile {
     /// 99th percentile of the jitter; at least `jitter_median_ms`.
     #[serde(default)]
     pub jitter_p99_ms: f64,
+    /// Correlation of consecutive jitters of a direction, in [0, 1): 0 draws each message's
+    /// jitter afresh, 0.9 makes a slow drift. Unlike netem's `delay ... correlation`, which
+    /// mixes the new draw with the last value and so narrows the distribution, the correlation
+    /// is applied to the jitter's underlying normal (an AR(1) process), so the median and p99
+    /// stay those given whatever the correlation.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub correlation: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// Gilbert-Elliott loss on each transmission attempt, with link-layer retransmission.
@@ -137,6 +167,28 @@ pub struct HandoverProfile {
     pub duration_median_ms: f64,
     /// 99th percentile interruption; at least `duration_median_ms`.
     pub duration_p99_ms: f64,
+    /// What becomes of a message whose arrival falls inside an interruption (it was already on
+    /// its way when the radio went): it waits for the end (`wait`, the default: 3GPP lossless
+    /// handover forwards it) or is lost (`lose`).
+    #[serde(default, skip_serializing_if = "InFlight::is_default")]
+    pub in_flight: InFlight,
+}
+
+/// The fate of a message in flight when a handover starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InFlight {
+    /// Delivered when the interruption ends.
+    #[default]
+    Wait,
+    /// Lost.
+    Lose,
+}
+
+impl InFlight {
+    fn is_default(&self) -> bool {
+        *self == InFlight::Wait
+    }
 }
 
 /// Why a profile could not be read or is not usable.
@@ -149,6 +201,16 @@ pub enum ProfileError {
         path: PathBuf,
         /// What the system said.
         source: std::io::Error,
+    },
+    /// A profile file, a document or a trace file is longer than its limit.
+    #[error("{what} {path} is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// What it is: `link profile`, `link profile document` or `link trace`.
+        what: &'static str,
+        /// The file (`-` for a document).
+        path: PathBuf,
+        /// The limit.
+        limit: u64,
     },
     /// The TOML document does not parse or has unknown or mistyped fields.
     #[error("invalid link profile (TOML): {0}")]
@@ -210,13 +272,21 @@ impl LinkProfile {
         })
     }
 
-    /// Reads a profile file: JSON when the name ends in `.json`, TOML otherwise. Relative trace
-    /// paths are made relative to the file's directory.
+    /// Reads a profile file the operator named: JSON when the name ends in `.json`, TOML
+    /// otherwise; at most [`MAX_PROFILE_BYTES`]. Trace paths may be any path; relative ones are
+    /// made relative to the file's directory.
     pub fn load(path: impl AsRef<Path>) -> Result<LinkProfile, ProfileError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
-            path: path.to_owned(),
-            source,
+        let text = files::read_bounded(path, MAX_PROFILE_BYTES).map_err(|e| match e {
+            ReadError::Io(source) => ProfileError::Io {
+                path: path.to_owned(),
+                source,
+            },
+            ReadError::TooLarge => ProfileError::TooLarge {
+                what: "link profile",
+                path: path.to_owned(),
+                limit: MAX_PROFILE_BYTES,
+            },
         })?;
         let mut profile: LinkProfile = if path
             .extension()
@@ -238,28 +308,52 @@ impl LinkProfile {
         Ok(profile)
     }
 
-    /// Parses a TOML document and validates it.
+    /// Parses a TOML document and validates it. Like every document, it may carry its traces
+    /// inline but name no trace file (see [`LinkProfile::from_document_in`]).
     pub fn from_toml_str(text: &str) -> Result<LinkProfile, ProfileError> {
-        let profile: LinkProfile = toml::from_str(text)?;
-        profile.validate()?;
-        Ok(profile)
+        LinkProfile::confine(toml::from_str(bounded(text)?)?, &TraceSource::None)
     }
 
-    /// Parses a JSON document and validates it.
+    /// Parses a JSON document and validates it; traces as for [`LinkProfile::from_toml_str`].
     pub fn from_json_str(text: &str) -> Result<LinkProfile, ProfileError> {
-        let profile: LinkProfile = serde_json::from_str(text)?;
-        profile.validate()?;
-        Ok(profile)
+        LinkProfile::confine(serde_json::from_str(bounded(text)?)?, &TraceSource::None)
     }
 
-    /// Parses a document that is JSON when it starts with `{`, TOML otherwise: what
-    /// `SetLinkProfile`'s `document` carries.
+    /// Parses a document that is JSON when it starts with `{`, TOML otherwise, naming no trace
+    /// file: [`LinkProfile::from_document_in`] with [`TraceSource::None`].
     pub fn from_document(text: &str) -> Result<LinkProfile, ProfileError> {
-        if text.trim_start().starts_with('{') {
-            LinkProfile::from_json_str(text)
+        LinkProfile::from_document_in(text, &TraceSource::None)
+    }
+
+    /// Parses a document received over the network (what `SetLinkProfile`'s `document`
+    /// carries): JSON when it starts with `{`, TOML otherwise, at most [`MAX_PROFILE_BYTES`].
+    /// A `trace` may only be a bare file name inside `traces`' directory; inline traces
+    /// (`trace_ms`) are always accepted. Errors name the field and never quote a file.
+    pub fn from_document_in(text: &str, traces: &TraceSource) -> Result<LinkProfile, ProfileError> {
+        let text = bounded(text)?;
+        let profile: LinkProfile = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text)?
         } else {
-            LinkProfile::from_toml_str(text)
+            toml::from_str(text)?
+        };
+        LinkProfile::confine(profile, traces)
+    }
+
+    /// Replaces each trace name by the file it names in `traces`, or fails; then validates.
+    fn confine(
+        mut profile: LinkProfile,
+        traces: &TraceSource,
+    ) -> Result<LinkProfile, ProfileError> {
+        for (name, dir) in [
+            ("uplink", &mut profile.uplink),
+            ("downlink", &mut profile.downlink),
+        ] {
+            if let Some(trace) = &mut dir.trace {
+                *trace = traces.resolve(&format!("{name}.trace"), trace)?;
+            }
         }
+        profile.validate()?;
+        Ok(profile)
     }
 
     /// The profile as a JSON document (the format [`LinkProfile::from_json_str`] reads).
@@ -277,9 +371,14 @@ impl LinkProfile {
         self.uplink.validate("uplink")?;
         self.downlink.validate("downlink")?;
         if let Some(h) = &self.handover {
-            positive("handover.mean_interval_s", h.mean_interval_s)?;
-            non_negative("handover.duration_median_ms", h.duration_median_ms)?;
-            non_negative("handover.duration_p99_ms", h.duration_p99_ms)?;
+            within(
+                "handover.mean_interval_s",
+                h.mean_interval_s,
+                0.01,
+                MAX_MS / 1e3,
+            )?;
+            time_ms("handover.duration_median_ms", h.duration_median_ms)?;
+            time_ms("handover.duration_p99_ms", h.duration_p99_ms)?;
             at_least(
                 "handover.duration_p99_ms",
                 h.duration_p99_ms,
@@ -322,21 +421,45 @@ impl DirectionProfile {
 
     fn validate(&self, dir: &str) -> Result<(), ProfileError> {
         if let Some(bw) = self.bandwidth_mbps {
-            non_negative(&format!("{dir}.bandwidth_mbps"), bw)?;
+            let field = format!("{dir}.bandwidth_mbps");
+            if bw != 0.0 {
+                within(&field, bw, 0.001, 1e7)?;
+            }
+        }
+        let capacities = [
+            self.bandwidth_mbps.is_some(),
+            self.trace.is_some(),
+            self.trace_ms.is_some(),
+        ];
+        if capacities.iter().filter(|&&c| c).count() > 1 {
+            let field = if self.trace.is_some() {
+                "trace"
+            } else {
+                "trace_ms"
+            };
+            return Err(invalid(
+                &format!("{dir}.{field}"),
+                "give one of bandwidth_mbps, trace and trace_ms (a trace is the capacity)",
+            ));
         }
         if let Some(path) = &self.trace {
-            if self.bandwidth_mbps.is_some() {
-                return Err(invalid(
-                    &format!("{dir}.trace"),
-                    "cannot be used together with bandwidth_mbps (the trace is the capacity)",
-                ));
-            }
             Trace::load(path)?;
         }
+        if let Some(ms) = &self.trace_ms {
+            Trace::from_ms(ms.clone())
+                .map_err(|reason| invalid(&format!("{dir}.trace_ms"), reason))?;
+        }
         let d = &self.delay;
-        non_negative(&format!("{dir}.delay.base_ms"), d.base_ms)?;
-        non_negative(&format!("{dir}.delay.jitter_median_ms"), d.jitter_median_ms)?;
-        non_negative(&format!("{dir}.delay.jitter_p99_ms"), d.jitter_p99_ms)?;
+        time_ms(&format!("{dir}.delay.base_ms"), d.base_ms)?;
+        time_ms(&format!("{dir}.delay.jitter_median_ms"), d.jitter_median_ms)?;
+        time_ms(&format!("{dir}.delay.jitter_p99_ms"), d.jitter_p99_ms)?;
+        let field = format!("{dir}.delay.correlation");
+        if !(0.0..1.0).contains(&d.correlation) {
+            return Err(invalid(
+                &field,
+                format!("must be in [0, 1), got {}", d.correlation),
+            ));
+        }
         if d.jitter_median_ms > 0.0 {
             at_least(
                 &format!("{dir}.delay.jitter_p99_ms"),
@@ -360,7 +483,16 @@ impl DirectionProfile {
                 "is 0 while p > 0: the channel would stay in the bad state for ever",
             ));
         }
-        non_negative(&format!("{dir}.loss.retransmit_ms"), l.retransmit_ms)?;
+        time_ms(&format!("{dir}.loss.retransmit_ms"), l.retransmit_ms)?;
+        if l.max_retransmissions > MAX_RETRANSMISSIONS {
+            return Err(invalid(
+                &format!("{dir}.loss.max_retransmissions"),
+                format!(
+                    "must be at most {MAX_RETRANSMISSIONS}, got {}",
+                    l.max_retransmissions
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -372,24 +504,30 @@ fn invalid(field: &str, reason: impl Into<String>) -> ProfileError {
     }
 }
 
-fn non_negative(field: &str, v: f64) -> Result<(), ProfileError> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            format!("must be a finite number >= 0, got {v}"),
-        ))
+/// A document's text, refused past [`MAX_PROFILE_BYTES`].
+fn bounded(text: &str) -> Result<&str, ProfileError> {
+    if text.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(ProfileError::TooLarge {
+            what: "link profile document",
+            path: PathBuf::from("-"),
+            limit: MAX_PROFILE_BYTES,
+        });
     }
+    Ok(text)
 }
 
-fn positive(field: &str, v: f64) -> Result<(), ProfileError> {
-    if v.is_finite() && v > 0.0 {
+/// A time in milliseconds: from 0 to [`MAX_MS`].
+fn time_ms(field: &str, v: f64) -> Result<(), ProfileError> {
+    within(field, v, 0.0, MAX_MS)
+}
+
+fn within(field: &str, v: f64, min: f64, max: f64) -> Result<(), ProfileError> {
+    if (min..=max).contains(&v) {
         Ok(())
     } else {
         Err(invalid(
             field,
-            format!("must be a finite number > 0, got {v}"),
+            format!("must be a number from {min} to {max}, got {v}"),
         ))
     }
 }
@@ -482,6 +620,119 @@ mod tests {
         assert_eq!(LinkProfile::resolve("lte").unwrap().name, "lte");
         let err = LinkProfile::resolve("5g-ultra").unwrap_err().to_string();
         assert!(err.contains("embb-midband"), "{err}");
+    }
+
+    /// What issue 11 lists: nothing a document names outside the trace directory is opened,
+    /// and no error quotes a file.
+    #[test]
+    fn documents_name_traces_only_inside_the_trace_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let traces = root.path().join("traces");
+        std::fs::create_dir(&traces).unwrap();
+        std::fs::write(traces.join("t.up"), "1\n2\n").unwrap();
+        std::fs::write(root.path().join("secret"), "top-secret-line\n").unwrap();
+        let source = TraceSource::dir(&traces).unwrap();
+        let doc =
+            |trace: &str| format!(r#"{{"uplink": {{"trace": {trace:?}}}, "downlink": {{}}}}"#);
+
+        let p = LinkProfile::from_document_in(&doc("t.up"), &source).unwrap();
+        assert_eq!(
+            p.uplink.trace.as_deref(),
+            Some(
+                std::fs::canonicalize(traces.join("t.up"))
+                    .unwrap()
+                    .as_path()
+            )
+        );
+        let inside = traces.join("t.up");
+        for name in [
+            "/etc/passwd",
+            "../secret",
+            inside.to_str().unwrap(),
+            "/dev/zero",
+            "sub/t.up",
+        ] {
+            for src in [&source, &TraceSource::None] {
+                let err = LinkProfile::from_document_in(&doc(name), src)
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("`uplink.trace`"), "{name}: {err}");
+                assert!(
+                    !err.contains("root:") && !err.contains("top-secret"),
+                    "{err}"
+                );
+            }
+        }
+        // The TOML form and the one-argument API are held to the same rule.
+        let err = LinkProfile::from_document("[uplink]\ntrace = \"/etc/passwd\"\n[downlink]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`uplink.trace`"), "{err}");
+        assert!(LinkProfile::from_json_str(&doc("t.up")).is_err());
+        // Inline traces need no directory.
+        let p =
+            LinkProfile::from_document(r#"{"uplink": {"trace_ms": [1, 1, 2]}, "downlink": {}}"#)
+                .unwrap();
+        assert_eq!(p.uplink.trace_ms, Some(vec![1, 1, 2]));
+        let err = LinkProfile::from_document(r#"{"uplink": {"trace_ms": [2, 1]}, "downlink": {}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`uplink.trace_ms`") && err.contains("entry 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reads_are_bounded() {
+        let big = " ".repeat(MAX_PROFILE_BYTES as usize + 1);
+        let err = LinkProfile::from_document(&big).unwrap_err().to_string();
+        assert!(err.contains(&MAX_PROFILE_BYTES.to_string()), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("big.toml");
+        std::fs::write(&file, &big).unwrap();
+        let err = LinkProfile::load(&file).unwrap_err().to_string();
+        assert!(err.contains("big.toml") && err.contains("limit"), "{err}");
+        let err = LinkProfile::load("/dev/zero").unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+
+        let trace = dir.path().join("big.up");
+        let line = "1\n".repeat((crate::files::MAX_TRACE_BYTES / 2) as usize + 1);
+        std::fs::write(&trace, line).unwrap();
+        let err = Trace::load(&trace).unwrap_err().to_string();
+        assert!(err.contains("big.up") && err.contains("limit"), "{err}");
+        let err = Trace::load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+
+    /// Values that would make the simulator loop for ever or overflow are refused.
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for (doc, field) in [
+            (
+                "[uplink]\nloss = { loss_good = 1, max_retransmissions = 4000000000 }\n[downlink]\n",
+                "uplink.loss.max_retransmissions",
+            ),
+            (
+                "[uplink]\n[downlink]\n[handover]\nmean_interval_s = 1e-300\nduration_median_ms = 0\nduration_p99_ms = 0\n",
+                "handover.mean_interval_s",
+            ),
+            (
+                "[uplink]\nbandwidth_mbps = 1e-300\n[downlink]\n",
+                "uplink.bandwidth_mbps",
+            ),
+            (
+                "[uplink]\ndelay = { base_ms = 1e300 }\n[downlink]\n",
+                "uplink.delay.base_ms",
+            ),
+            (
+                "[uplink]\n[downlink]\ndelay = { correlation = 1 }\n",
+                "downlink.delay.correlation",
+            ),
+        ] {
+            let err = LinkProfile::from_toml_str(doc).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{field}`")), "{doc}: {err}");
+        }
     }
 
     #[test]

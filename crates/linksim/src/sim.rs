@@ -14,8 +14,12 @@
 //! 3. the radio attempts it; each lost attempt costs `retransmit_ms` (retransmissions do not
 //!    hold up the queue: HARQ runs several processes in parallel); after
 //!    `max_retransmissions` it is lost;
-//! 4. it travels the one-way delay (base + jitter), drawn per message; messages may overtake
-//!    each other in this step, as independent RPCs can.
+//! 4. it travels the one-way delay (base + jitter), drawn per message (consecutive draws
+//!    correlated when the profile says so); messages may overtake each other in this step, as
+//!    independent RPCs can;
+//! 5. nothing arrives during a handover: a message whose arrival falls inside one was in flight
+//!    when the radio went, and it arrives when the handover ends, or is lost there (the
+//!    profile's `handover.in_flight`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::delay::{Delay, millis};
 use crate::handover::Outages;
 use crate::loss::GilbertElliott;
-use crate::profile::{DirectionProfile, LinkProfile, LossProfile};
+use crate::profile::{DirectionProfile, InFlight, LinkProfile, LossProfile};
 use crate::trace::{PACKET_BYTES, Trace};
 
 /// A direction of the link.
@@ -153,6 +157,8 @@ struct Lane {
 pub struct Simulator {
     lanes: [Lane; 2],
     outages: Outages,
+    /// What a handover does to a message in flight.
+    in_flight: InFlight,
 }
 
 /// The random streams of one seed: each process draws from its own, so that, for example,
@@ -191,6 +197,7 @@ impl Simulator {
         Simulator {
             lanes: [lane(Direction::Uplink), lane(Direction::Downlink)],
             outages: Outages::new(profile.handover.as_ref(), rng(seed, stream::HANDOVER)),
+            in_flight: profile.handover.map_or(InFlight::Wait, |h| h.in_flight),
         }
     }
 
@@ -232,8 +239,13 @@ impl Simulator {
         let retransmit = millis(lane.loss.retransmit_ms);
         let after_retries = air_end + retransmit * (attempts.made - 1);
         let outcome = if attempts.delivered {
-            Outcome::Delivered {
-                at: after_retries + lane.delay.sample(&mut lane.delay_rng),
+            let arrival = after_retries + lane.delay.sample(&mut lane.delay_rng);
+            match (self.outages.blocked_until(arrival), self.in_flight) {
+                (None, _) => Outcome::Delivered { at: arrival },
+                (Some(_), InFlight::Wait) => Outcome::Delivered {
+                    at: self.outages.usable_from(arrival),
+                },
+                (Some(_), InFlight::Lose) => Outcome::Lost { at: arrival },
             }
         } else {
             Outcome::Lost { at: after_retries }
@@ -259,6 +271,18 @@ impl Simulator {
 }
 
 fn capacity(dir: Direction, p: &DirectionProfile) -> Capacity {
+    if let Some(ms) = &p.trace_ms {
+        return match Trace::from_ms(ms.clone()) {
+            Ok(trace) => Capacity::Trace {
+                trace: Arc::new(trace),
+                next: 0,
+            },
+            Err(reason) => {
+                tracing::warn!(%dir, %reason, "inline link trace invalid: direction down");
+                Capacity::Down
+            }
+        };
+    }
     if let Some(path) = &p.trace {
         return match Trace::load(path) {
             Ok(trace) => Capacity::Trace {
@@ -376,6 +400,7 @@ mod tests {
             mean_interval_s: 0.5,
             duration_median_ms: 100.0,
             duration_p99_ms: 100.0,
+            in_flight: InFlight::Wait,
         });
         let mut sim = Simulator::new(&p, 9);
         let mut delayed = 0;
@@ -395,6 +420,89 @@ mod tests {
         assert!((13.5..15.0).contains(&per_outage), "{per_outage}");
         // Only the uplink was used: past outages are still forgotten.
         assert!(sim.outages.remembered() < 5, "{}", sim.outages.remembered());
+    }
+
+    fn with_handovers(base_ms: f64, in_flight: InFlight) -> Simulator {
+        let mut up = DirectionProfile::unlimited();
+        up.delay.base_ms = base_ms;
+        let mut p = profile(up);
+        p.handover = Some(HandoverProfile {
+            mean_interval_s: 0.5,
+            duration_median_ms: 100.0,
+            duration_p99_ms: 100.0,
+            in_flight,
+        });
+        Simulator::new(&p, 9)
+    }
+
+    /// A message sent 10 ms before a 100 ms outage, with 30 ms to travel: it is off the radio
+    /// before the outage, but would arrive during it.
+    #[test]
+    fn a_message_in_flight_waits_for_the_handover_to_end() {
+        let mut sim = with_handovers(30.0, InFlight::Wait);
+        let outage = sim.outages.next_after(Duration::from_secs(1));
+        let d = sim.send(Direction::Uplink, 100, outage.start - ms(10));
+        assert_eq!(
+            d.air_end,
+            outage.start - ms(10),
+            "serialized before the outage"
+        );
+        assert_eq!(d.delivered_at(), Some(outage.end));
+
+        let mut sim = with_handovers(30.0, InFlight::Lose);
+        // One that arrives before the outage starts is not touched.
+        let d = sim.send(Direction::Uplink, 100, outage.start - ms(31));
+        assert_eq!(d.delivered_at(), Some(outage.start - ms(1)));
+        let d = sim.send(Direction::Uplink, 100, outage.start - ms(10));
+        assert_eq!(
+            d.outcome,
+            Outcome::Lost {
+                at: outage.start + ms(20)
+            }
+        );
+    }
+
+    /// Over many outages: no arrival inside one; with `lose`, exactly those are lost.
+    #[test]
+    fn nothing_arrives_during_an_outage() {
+        let mut waiting = with_handovers(30.0, InFlight::Wait);
+        let mut losing = with_handovers(30.0, InFlight::Lose);
+        let (mut at_an_end, mut lost) = (0, 0);
+        for i in 0..50_000u64 {
+            let at = Duration::from_millis(i * 7);
+            let d = waiting.send(Direction::Uplink, 100, at);
+            let arrival = d.delivered_at().expect("lossless by default");
+            assert_eq!(waiting.outages.blocked_until(arrival), None, "{d:?}");
+            if arrival != at + ms(30) {
+                at_an_end += 1;
+            }
+            let l = losing.send(Direction::Uplink, 100, at);
+            match l.outcome {
+                Outcome::Lost { at: t } => {
+                    assert!(losing.outages.blocked_until(t).is_some());
+                    lost += 1;
+                }
+                Outcome::Delivered { at: t } => {
+                    assert_eq!(losing.outages.blocked_until(t), None);
+                }
+            }
+        }
+        // Messages sent in an outage wait at the radio; of those sent in the 30 ms before one,
+        // all arrive at its end.
+        assert!(at_an_end > 0);
+        assert!(lost > 0);
+        assert!(lost <= at_an_end, "{lost} lost, {at_an_end} moved");
+    }
+
+    #[test]
+    fn inline_trace_is_a_trace() {
+        let up = DirectionProfile {
+            trace_ms: Some(vec![1, 2, 3, 4]),
+            ..DirectionProfile::default()
+        };
+        let mut sim = Simulator::new(&profile(up), 1);
+        let a = sim.send(Direction::Uplink, 3001, Duration::ZERO);
+        assert_eq!((a.air_start, a.air_end), (ms(1), ms(3)));
     }
 
     #[test]
