@@ -117,3 +117,83 @@ async fn admin_calls_need_exactly_the_admin_token() {
     assert_eq!(policy.threshold, 0.5);
     s.stop().await.unwrap();
 }
+
+/// Resident memory of this process (the servers run in it), in kB.
+fn rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+#[tokio::test]
+async fn profile_documents_open_no_path_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let traces = dir.path().join("traces");
+    std::fs::create_dir(&traces).unwrap();
+    std::fs::write(traces.join("up.trace"), "1\n2\n3\n").unwrap();
+    // A secret beside the trace directory, and the system's password file.
+    std::fs::write(dir.path().join("secret"), "the-secret-content\n").unwrap();
+    let s = start(LocalOptions {
+        profile: "ideal".into(),
+        admin_token: Some(TOKEN.into()),
+        link_trace_dir: Some(traces.clone()),
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("servers start");
+    let mut admin = client(s.edge_admin).await;
+    let bearer = format!("Bearer {TOKEN}");
+    let set = |trace: String| {
+        let document = format!("[uplink]\ntrace = {trace:?}\n[downlink]\n");
+        with_auth(
+            SetLinkProfileRequest {
+                profile: Some(edgeinfer::v1::set_link_profile_request::Profile::Document(
+                    document,
+                )),
+                seed: 0,
+            },
+            Some(&bearer),
+        )
+    };
+    let before = rss_kb();
+    let refused = [
+        "/etc/passwd".to_string(),
+        "../secret".to_string(),
+        traces.join("up.trace").display().to_string(),
+        "/dev/zero".to_string(),
+        "sub/up.trace".to_string(),
+    ];
+    for trace in &refused {
+        for _ in 0..20 {
+            let status = admin
+                .set_link_profile(set(trace.clone()))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{trace}: {status:?}");
+            let message = status.message();
+            assert!(
+                message.contains("uplink.trace"),
+                "names the field: {message}"
+            );
+            for content in ["root:", "the-secret-content", "\n1\n"] {
+                assert!(
+                    !message.contains(content),
+                    "{trace}: quotes a file: {message}"
+                );
+            }
+        }
+    }
+    let grown = rss_kb().saturating_sub(before);
+    assert!(grown < 16 * 1024, "resident memory grew by {grown} kB");
+    // A bare name inside the directory is what a document may name.
+    let reply = admin
+        .set_link_profile(set("up.trace".into()))
+        .await
+        .expect("a trace in the directory is accepted")
+        .into_inner();
+    assert_eq!(reply.link_profile, "custom");
+    s.stop().await.unwrap();
+}

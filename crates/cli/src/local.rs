@@ -65,6 +65,8 @@ pub struct LocalOptions {
     pub profile: String,
     /// Link seed.
     pub seed: u64,
+    /// Directory of the trace files that `SetLinkProfile` documents may name.
+    pub link_trace_dir: Option<PathBuf>,
     /// Edge threshold, when not the default.
     pub threshold: Option<f32>,
     /// Default budget, when not the default.
@@ -102,6 +104,7 @@ impl Default for LocalOptions {
             cloud_model: shipped_model("cloud-cnn.safetensors"),
             profile: "embb-midband".into(),
             seed: 1,
+            link_trace_dir: None,
             threshold: None,
             budget_ms: None,
             tls: None,
@@ -205,6 +208,7 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
     edge_config.metrics_listen = options.edge_metrics_listen;
     edge_config.link_profile = options.profile.clone();
     edge_config.link_seed = options.seed;
+    edge_config.link_trace_dir = options.link_trace_dir.clone();
     if let Some(t) = options.threshold {
         edge_config.threshold = t;
     }

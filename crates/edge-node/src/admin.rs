@@ -8,7 +8,7 @@ use edgeinfer::v1::{
     EdgeStatus, Estimates, GetStatusRequest, LinkStats, Policy, SetLinkProfileRequest,
     SetLinkProfileResponse, SetPolicyRequest,
 };
-use edgeinfer_linksim::LinkProfile;
+use edgeinfer_linksim::{LinkProfile, TraceSource};
 use edgeinfer_serving::node::model_info;
 use tonic::{Request, Response, Status};
 
@@ -17,12 +17,15 @@ use crate::node::EdgeNode;
 /// The admin service of an edge node.
 pub struct AdminService {
     node: Arc<EdgeNode>,
+    /// Where the trace files that profile documents name may be: documents come over the
+    /// network, so they never name a path of their own choosing.
+    traces: TraceSource,
 }
 
 impl AdminService {
-    /// Administers `node`.
-    pub fn new(node: Arc<EdgeNode>) -> Self {
-        Self { node }
+    /// Administers `node`; profile documents may name trace files only in `traces`.
+    pub fn new(node: Arc<EdgeNode>, traces: TraceSource) -> Self {
+        Self { node, traces }
     }
 }
 
@@ -100,7 +103,7 @@ impl EdgeAdmin for AdminService {
                     edgeinfer_linksim::builtin::NAMES.join(", ")
                 ))
             })?,
-            Some(Profile::Document(doc)) => LinkProfile::from_document(&doc)
+            Some(Profile::Document(doc)) => LinkProfile::from_document_in(&doc, &self.traces)
                 .map_err(|e| Status::invalid_argument(format!("document: {e}")))?,
         };
         let seed = (r.seed != 0).then_some(r.seed);

@@ -94,6 +94,12 @@ pub struct EdgeConfig {
     #[arg(long, env = "EDGE_LINK_PROFILE", default_value = "embb-midband")]
     pub link_profile: String,
 
+    /// Directory of the trace files that profile documents received by `SetLinkProfile` may
+    /// name (bare file names only). Without it such documents may carry traces inline
+    /// (`trace_ms`) but name no file: nothing received over the network opens a path.
+    #[arg(long, env = "EDGE_LINK_TRACE_DIR")]
+    pub link_trace_dir: Option<PathBuf>,
+
     /// Seed of the link's random processes.
     #[arg(long, env = "EDGE_LINK_SEED", default_value_t = 1)]
     pub link_seed: u64,

@@ -43,7 +43,7 @@ use std::time::Duration;
 use anyhow::Context;
 use edgeinfer::service_names;
 use edgeinfer::v1::edge_admin_server::EdgeAdminServer;
-use edgeinfer_linksim::{Link, LinkProfile};
+use edgeinfer_linksim::{Link, LinkProfile, TraceSource};
 use edgeinfer_model::Classifier;
 use edgeinfer_serving::auth::BearerAuthLayer;
 use edgeinfer_serving::batcher::Batcher;
@@ -77,6 +77,8 @@ pub struct Prepared {
     pub cloud_tls: Option<ClientTlsConfig>,
     /// The bearer tokens, read from their values or files.
     pub tokens: Tokens,
+    /// Where trace files named by profile documents from `SetLinkProfile` may be.
+    pub traces: TraceSource,
 }
 
 /// Loads the model, the link profile and the TLS files and checks the cloud address, naming
@@ -92,6 +94,11 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
     })?;
     let server_tls = config.server_tls()?;
     let tokens = config.tokens()?;
+    let traces = match &config.link_trace_dir {
+        None => TraceSource::None,
+        Some(dir) => TraceSource::dir(dir)
+            .with_context(|| format!("--link-trace-dir / EDGE_LINK_TRACE_DIR {}", dir.display()))?,
+    };
     let files = config.cloud_tls_files();
     let cloud_tls = if config.has_cloud() {
         let address = upstream::parse_address(&config.cloud)?;
@@ -117,6 +124,7 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
         server_tls,
         cloud_tls,
         tokens,
+        traces,
     })
 }
 
@@ -226,6 +234,7 @@ pub async fn run(
         server_tls,
         cloud_tls,
         tokens,
+        traces,
     } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
     let metrics = Metrics::register(&mut registry);
@@ -305,7 +314,7 @@ pub async fn run(
             );
         }
         let mut routes = RoutesBuilder::default();
-        routes.add_service(EdgeAdminServer::new(admin::AdminService::new(node)));
+        routes.add_service(EdgeAdminServer::new(admin::AdminService::new(node, traces)));
         serve(
             "admin",
             listener,
