@@ -4,6 +4,7 @@
 //!
 //! Plaintext stays the default, for the demo; a node serving plaintext says so in its log.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
@@ -21,6 +22,14 @@ pub enum TlsError {
         /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The file is larger than any certificate bundle.
+    #[error("{flag} {}: larger than {MAX_PEM_BYTES} bytes; not a PEM file", path.display())]
+    TooLarge {
+        /// The flag and environment variable that named the file.
+        flag: String,
+        /// The file.
+        path: PathBuf,
+    },
     /// The file was read but holds no PEM block of the expected kind.
     #[error("{flag} {}: no PEM {kind} in the file", path.display())]
     NotPem {
@@ -33,15 +42,27 @@ pub enum TlsError {
     },
 }
 
+/// Largest PEM file read: a system CA bundle is about 200 kB.
+pub const MAX_PEM_BYTES: u64 = 1 << 20;
+
 /// Reads a PEM file named by `flag`, checking it holds at least one block of the expected kind
 /// (tonic parses it only when the server or channel is built, after the ports are bound: too
 /// late for a clear start-up error).
 fn read_pem(flag: &str, path: &Path, kind: &'static str) -> Result<Vec<u8>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
-        flag: flag.to_string(),
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PEM_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|source| TlsError::Read {
+            flag: flag.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(TlsError::TooLarge {
+            flag: flag.to_string(),
+            path: path.to_path_buf(),
+        });
+    }
     let text = String::from_utf8_lossy(&bytes);
     let found = text.lines().any(|line| {
         line.starts_with("-----BEGIN ") && line.trim_end().ends_with(&format!("{kind}-----"))
@@ -161,6 +182,13 @@ mod tests {
         };
         let e = files.config("localhost").unwrap_err().to_string();
         assert!(e.starts_with("--ca "), "{e}");
+
+        let huge = dir.path().join("huge.pem");
+        std::fs::write(&huge, vec![b'A'; (MAX_PEM_BYTES + 1) as usize]).unwrap();
+        let e = server_config(Some(&huge), Some(&huge), None, "EDGE")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
     }
 
     #[test]
