@@ -151,11 +151,11 @@ impl Model {
         }
         let map = params.iter().cloned().collect();
         let vb = VarBuilder::from_tensors(map, candle_core::DType::F32, &Device::Cpu);
-        let net = nets::build(architecture, vb)?;
+        let net = nets::build_inference(architecture, vb)?;
         Ok(Self {
             metadata,
             architecture,
-            net: Box::new(NetModule(net)),
+            net,
             params: Params::F32(params),
         })
     }
@@ -291,15 +291,6 @@ impl Classifier for Model {
             }
         }
         Ok(out)
-    }
-}
-
-/// Adapts a boxed [`nets::Net`] to `Module` for inference.
-struct NetModule(Box<dyn nets::Net>);
-
-impl Module for NetModule {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        self.0.forward_t(xs, None)
     }
 }
 

@@ -15,6 +15,8 @@
 //!   that can name a problem, deterministic writing.
 //! - [`nets`]: the two networks (`EdgeMlp`, `CloudCnn`), their parameter lists, and the
 //!   quantized MLPs (candle's q8_0 / q4_0 kernels, and the int8 one).
+//! - [`cnn_gemm`]: the cloud CNN's serving forward pass, each convolution one GEMM over the
+//!   whole batch.
 //! - [`int8`]: int8 linear layers as a candle custom op, over SIMD kernels chosen at run time
 //!   (`int8::kernels`, the crate's only `unsafe` code).
 //! - [`mnist`]: the IDX loader and the validation split.
@@ -34,6 +36,7 @@
 
 pub mod calibrate;
 mod classifier;
+pub mod cnn_gemm;
 mod error;
 pub mod eval;
 mod files;

@@ -140,6 +140,18 @@ pub fn build(arch: Architecture, vb: VarBuilder) -> Result<Box<dyn Net>> {
     })
 }
 
+/// Builds the network of `arch` for serving from `vb`: the same function as [`build`], computed
+/// the fastest way this crate knows (the CNN as whole-batch GEMMs, [`crate::cnn_gemm`]).
+pub fn build_inference(
+    arch: Architecture,
+    vb: VarBuilder,
+) -> Result<Box<dyn Module + Send + Sync>> {
+    Ok(match arch {
+        Architecture::EdgeMlp => Box::new(EdgeMlp::new(vb)?),
+        Architecture::CloudCnn => Box::new(crate::cnn_gemm::CloudCnnGemm::new(vb)?),
+    })
+}
+
 /// Inverted dropout with a mask from `rng`: kept activations are scaled by `1 / (1 - p)` so
 /// inference needs no rescaling.
 fn dropout(xs: &Tensor, p: f32, rng: &mut dyn rand::RngCore) -> Result<Tensor> {
