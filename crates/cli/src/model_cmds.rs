@@ -34,6 +34,9 @@ impl From<ModelKind> for Architecture {
 /// Quantization targets of `quantize`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum QuantDtype {
+    /// 8-bit weights with an f32 scale per row, run by edgeinfer's own int8 kernels (.safetensors)
+    #[value(name = "int8")]
+    Int8,
     /// 8-bit blocks of 32 with an f16 scale (8.5 bits per weight).
     #[value(name = "q8_0")]
     Q8_0,
@@ -45,6 +48,7 @@ pub enum QuantDtype {
 impl QuantDtype {
     fn name(self) -> &'static str {
         match self {
+            QuantDtype::Int8 => "int8",
             QuantDtype::Q8_0 => "q8_0",
             QuantDtype::Q4_0 => "q4_0",
         }
@@ -109,7 +113,8 @@ pub struct TrainArgs {
     pub data: DataArg,
 }
 
-/// Quantizes an f32 edge-mlp to GGUF, re-calibrates it and re-measures its accuracy.
+/// Quantizes an f32 edge-mlp (to GGUF, or int8 safetensors), re-calibrates it and re-measures
+/// its accuracy.
 #[derive(Clone, Debug, clap::Args)]
 #[command(
     after_help = "Only the edge-mlp is quantized (its layers are 32-wide block \
@@ -125,7 +130,7 @@ pub struct QuantizeArgs {
     /// Quantization of the weights
     #[arg(long, value_enum)]
     pub dtype: QuantDtype,
-    /// Output file (.gguf)
+    /// Output file (.gguf for q8_0 / q4_0, .safetensors for int8)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     #[command(flatten)]
@@ -197,7 +202,8 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
 /// `edgeinfer quantize`.
 pub fn run_quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
     expect_extension(&args.input, ModelFormat::Safetensors, "--in")?;
-    expect_extension(&args.out, ModelFormat::Gguf, "--out")?;
+    let out_format = ModelFormat::for_quantization(args.dtype.name())?;
+    expect_extension(&args.out, out_format, "--out")?;
     let f32_model =
         Model::load(&args.input).with_context(|| format!("loading {}", args.input.display()))?;
     let mut q = f32_model
@@ -297,11 +303,11 @@ fn round2(x: f64) -> f64 {
 fn expect_extension(path: &Path, want: ModelFormat, flag: &str) -> anyhow::Result<()> {
     let got = ModelFormat::from_path(path).ok();
     if got != Some(want) {
-        let ext = match want {
-            ModelFormat::Safetensors => ".safetensors",
-            ModelFormat::Gguf => ".gguf",
-        };
-        bail!("{flag} {}: expected a {ext} file", path.display());
+        bail!(
+            "{flag} {}: expected a {} file",
+            path.display(),
+            want.extension()
+        );
     }
     Ok(())
 }

@@ -11,8 +11,8 @@ use candle_core::quantized::QTensor;
 use candle_core::{Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::files::{self, ModelFile, ModelFormat, Weights};
-use crate::nets::{self, Architecture, QuantizedMlp};
+use crate::files::{self, Int8Layer, ModelFile, ModelFormat, Weights};
+use crate::nets::{self, Architecture, Int8Mlp, Int8Params, QuantizedMlp};
 use crate::{ModelError, ModelMetadata, threading};
 
 /// A model the servers can run: what it is, and probabilities for a batch of inputs.
@@ -53,6 +53,8 @@ enum Params {
     F32(Vec<(String, Tensor)>),
     /// Weights q8_0 / q4_0, biases f32, shared with the network's `QMatMul`s.
     Quantized(Vec<(String, Arc<QTensor>)>),
+    /// The int8 layers as the file holds them (the network keeps its own packed copy).
+    Int8(Vec<Int8Layer>),
 }
 
 // === impl Model ===
@@ -103,6 +105,25 @@ impl Model {
                     params: Params::Quantized(q),
                 })
             }
+            Weights::Int8(layers) => {
+                let [fc1, fc2] = &layers[..] else {
+                    unreachable!("the safetensors reader returns the two layers of the MLP");
+                };
+                fn params(l: &Int8Layer) -> Int8Params<'_> {
+                    Int8Params {
+                        weights: &l.weights,
+                        scales: &l.scales,
+                        bias: &l.bias,
+                    }
+                }
+                let net = Int8Mlp::new(params(fc1), params(fc2))?;
+                Ok(Self {
+                    metadata,
+                    architecture,
+                    net: Box::new(net),
+                    params: Params::Int8(layers),
+                })
+            }
         }
     }
 
@@ -130,11 +151,11 @@ impl Model {
         }
         let map = params.iter().cloned().collect();
         let vb = VarBuilder::from_tensors(map, candle_core::DType::F32, &Device::Cpu);
-        let net = nets::build(architecture, vb)?;
+        let net = nets::build_inference(architecture, vb)?;
         Ok(Self {
             metadata,
             architecture,
-            net: Box::new(NetModule(net)),
+            net,
             params: Params::F32(params),
         })
     }
@@ -198,28 +219,31 @@ impl Model {
         })
     }
 
-    /// Saves to `path`: an f32 model as `.safetensors`, a quantized one as `.gguf`.
+    /// Saves to `path`: an f32 or int8 model as `.safetensors`, a q8_0 / q4_0 one as `.gguf`.
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        match (&self.params, ModelFormat::from_path(path)?) {
-            (Params::F32(p), ModelFormat::Safetensors) => {
-                files::save_safetensors(path, &self.metadata, p)
-            }
-            (Params::Quantized(q), ModelFormat::Gguf) => files::save_gguf(path, &self.metadata, q),
-            (Params::F32(_), ModelFormat::Gguf) => Err(ModelError::Unsupported(format!(
-                "{}: an f32 model is saved as .safetensors (quantize it for .gguf)",
-                path.display()
-            ))),
-            (Params::Quantized(_), ModelFormat::Safetensors) => Err(ModelError::Unsupported(
-                format!("{}: a quantized model is saved as .gguf", path.display()),
-            )),
+        let want = ModelFormat::for_quantization(&self.metadata.quantization)?;
+        if ModelFormat::from_path(path)? != want {
+            return Err(ModelError::Unsupported(format!(
+                "{}: a {} model is saved as {}",
+                path.display(),
+                self.metadata.quantization,
+                want.extension()
+            )));
+        }
+        match &self.params {
+            Params::F32(p) => files::save_safetensors(path, &self.metadata, p),
+            Params::Quantized(q) => files::save_gguf(path, &self.metadata, q),
+            Params::Int8(layers) => files::save_int8_safetensors(path, &self.metadata, layers),
         }
     }
 
-    /// This f32 model quantized to `quantization` (`q8_0`, `q4_0`), metadata carried over
-    /// (callers re-measure accuracy and temperature). Only the MLP is quantized: its layers are
-    /// block-aligned, the CNN's 5x5 kernels are not.
+    /// This f32 model quantized to `quantization` (`int8`, `q8_0`, `q4_0`), metadata carried
+    /// over (callers re-measure accuracy and temperature). Only the MLP is quantized: its
+    /// layers are block-aligned, the CNN's 5x5 kernels are not.
     pub fn quantize(&self, quantization: &str) -> Result<Model, ModelError> {
-        nets::ggml_dtype(quantization)?;
+        if quantization != INT8 {
+            nets::ggml_dtype(quantization)?;
+        }
         if self.architecture != Architecture::EdgeMlp {
             return Err(ModelError::Unsupported(format!(
                 "quantizing {}: only {} ({}) is quantized",
@@ -236,11 +260,19 @@ impl Model {
         let mut metadata = self.metadata.clone();
         metadata.quantization = quantization.to_string();
         // Through the file bytes, so the result is exactly what loading the written file gives.
+        if quantization == INT8 {
+            let layers = files::quantize_int8(params)?;
+            let bytes = files::int8_safetensors_bytes(&metadata, &layers);
+            return Model::from_bytes(&bytes, ModelFormat::Safetensors);
+        }
         let q = files::quantize_tensors(&metadata, params)?;
         let q: Vec<_> = q.into_iter().map(|(n, t)| (n, Arc::new(t))).collect();
         Model::from_bytes(&files::gguf_bytes(&metadata, &q)?, ModelFormat::Gguf)
     }
 }
+
+/// The quantization name of the int8 path.
+const INT8: &str = "int8";
 
 impl Classifier for Model {
     fn metadata(&self) -> &ModelMetadata {
@@ -259,15 +291,6 @@ impl Classifier for Model {
             }
         }
         Ok(out)
-    }
-}
-
-/// Adapts a boxed [`nets::Net`] to `Module` for inference.
-struct NetModule(Box<dyn nets::Net>);
-
-impl Module for NetModule {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        self.0.forward_t(xs, None)
     }
 }
 
@@ -300,6 +323,7 @@ mod tests {
     fn every_batch_size_agrees_with_batch_one() {
         let mlp = Model::untrained(Architecture::EdgeMlp, 1).unwrap();
         let models = [
+            mlp.quantize("int8").unwrap(),
             mlp.quantize("q8_0").unwrap(),
             mlp.quantize("q4_0").unwrap(),
             mlp,

@@ -11,10 +11,14 @@
 //!   (by extension) and [`load_classifier_bytes`] (untrusted bytes, for uploads and fuzzing),
 //!   and [`Model`], the implementation over candle.
 //! - [`metadata`](ModelMetadata): what a model file says about itself and the rules it obeys.
-//! - `files`: the `.safetensors` (f32) and `.gguf` (q8_0 / q4_0) formats, every check that
-//!   can name a problem, deterministic writing.
+//! - `files`: the `.safetensors` (f32, int8) and `.gguf` (q8_0 / q4_0) formats, every check
+//!   that can name a problem, deterministic writing.
 //! - [`nets`]: the two networks (`EdgeMlp`, `CloudCnn`), their parameter lists, and the
-//!   quantized MLP.
+//!   quantized MLPs (candle's q8_0 / q4_0 kernels, and the int8 one).
+//! - [`cnn_gemm`]: the cloud CNN's serving forward pass, each convolution one GEMM over the
+//!   whole batch.
+//! - [`int8`]: int8 linear layers as a candle custom op, over SIMD kernels chosen at run time
+//!   (`int8::kernels`, the crate's only `unsafe` code).
 //! - [`mnist`]: the IDX loader and the validation split.
 //! - [`train`]: seeded training with candle-nn; [`calibrate`]: temperature scaling, ECE, NLL;
 //!   [`eval`]: accuracy, calibration and latency of a model, and the calibration step.
@@ -27,13 +31,16 @@
 //! candle pass; at batch 1 the f32 MLP takes ~12-15 us on one thread here, the q8_0 one
 //! ~20-35 us (candle's quantized kernel). Set the environment of [`threading::env_defaults`]
 //! before the first thread starts, or passes are several times slower.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: the int8 kernels (`int8::kernels`, one module) need SIMD intrinsics.
+#![deny(unsafe_code)]
 
 pub mod calibrate;
 mod classifier;
+pub mod cnn_gemm;
 mod error;
 pub mod eval;
 mod files;
+pub mod int8;
 mod metadata;
 pub mod mnist;
 pub mod nets;

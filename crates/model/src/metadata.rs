@@ -26,7 +26,7 @@ pub const KEYS: [&str; 9] = [
 ];
 
 /// Quantization names as they appear in metadata and on the command line.
-pub const QUANTIZATIONS: [&str; 3] = ["f32", "q8_0", "q4_0"];
+pub const QUANTIZATIONS: [&str; 4] = ["f32", "int8", "q8_0", "q4_0"];
 
 /// A model's description: what the servers need to route to it and to validate inputs for it,
 /// without knowing what it computes.
@@ -48,7 +48,7 @@ pub struct ModelMetadata {
     pub temperature: f32,
     /// Accuracy on the task's test set, measured on this very file's weights.
     pub test_accuracy: f64,
-    /// `f32`, `q8_0` or `q4_0`.
+    /// `f32`, `int8`, `q8_0` or `q4_0`.
     pub quantization: String,
 }
 

@@ -15,6 +15,7 @@ use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 use rand::Rng;
 
 use crate::ModelError;
+use crate::int8::Int8Linear;
 
 /// MNIST pixels per image.
 pub const IMAGE_LEN: usize = 28 * 28;
@@ -136,6 +137,18 @@ pub fn build(arch: Architecture, vb: VarBuilder) -> Result<Box<dyn Net>> {
     Ok(match arch {
         Architecture::EdgeMlp => Box::new(EdgeMlp::new(vb)?),
         Architecture::CloudCnn => Box::new(CloudCnn::new(vb)?),
+    })
+}
+
+/// Builds the network of `arch` for serving from `vb`: the same function as [`build`], computed
+/// the fastest way this crate knows (the CNN as whole-batch GEMMs, [`crate::cnn_gemm`]).
+pub fn build_inference(
+    arch: Architecture,
+    vb: VarBuilder,
+) -> Result<Box<dyn Module + Send + Sync>> {
+    Ok(match arch {
+        Architecture::EdgeMlp => Box::new(EdgeMlp::new(vb)?),
+        Architecture::CloudCnn => Box::new(crate::cnn_gemm::CloudCnnGemm::new(vb)?),
     })
 }
 
@@ -285,6 +298,70 @@ impl Module for QuantizedMlp {
         let xs = pad_input(xs)?;
         let h = self.fc1.forward(&xs)?.broadcast_add(&self.b1)?.relu()?;
         self.fc2.forward(&h)?.broadcast_add(&self.b2)
+    }
+}
+
+/// The edge MLP with int8 weights and a scale per output row ([`crate::int8`]): each layer one
+/// fused candle op, biases f32.
+#[derive(Clone, Debug)]
+pub struct Int8Mlp {
+    fc1: Int8Linear,
+    fc2: Int8Linear,
+}
+
+// === impl Int8Mlp ===
+
+impl Int8Mlp {
+    /// From the two layers' weights in [`Architecture::params`] shapes (`fc1` 128 x 800, `fc2`
+    /// 10 x 128), a scale per row and the biases.
+    pub fn new(fc1: Int8Params<'_>, fc2: Int8Params<'_>) -> std::result::Result<Self, ModelError> {
+        // fc1's columns past the 784 pixels only ever meet the zero padding of the input, so
+        // the layer takes the pixels as they come and skips the pad of the f32 network.
+        let fc1_weights: Vec<i8> = fc1
+            .weights
+            .chunks_exact(MLP_INPUT)
+            .flat_map(|row| &row[..IMAGE_LEN])
+            .copied()
+            .collect();
+        Ok(Self {
+            fc1: Int8Linear::new(
+                &fc1_weights,
+                fc1.scales.to_vec(),
+                fc1.bias.to_vec(),
+                IMAGE_LEN,
+                true,
+            )?,
+            fc2: Int8Linear::new(
+                fc2.weights,
+                fc2.scales.to_vec(),
+                fc2.bias.to_vec(),
+                MLP_HIDDEN,
+                false,
+            )?,
+        })
+    }
+
+    /// The same network computed with `kernel` (for tests and benchmarks).
+    pub fn with_kernel(self, kernel: crate::int8::kernels::Kernel) -> Self {
+        Self {
+            fc1: self.fc1.with_kernel(kernel),
+            fc2: self.fc2.with_kernel(kernel),
+        }
+    }
+}
+
+/// One int8 layer's parameters as stored: row-major weights, a scale and a bias per row.
+#[derive(Clone, Copy, Debug)]
+pub struct Int8Params<'a> {
+    pub weights: &'a [i8],
+    pub scales: &'a [f32],
+    pub bias: &'a [f32],
+}
+
+impl Module for Int8Mlp {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = xs.flatten_from(1)?;
+        self.fc2.forward(&self.fc1.forward(&xs)?)
     }
 }
 
