@@ -109,12 +109,27 @@ pub(crate) struct ModelFile {
     pub weights: Weights,
 }
 
+/// Largest model file read: the shipped ones are under 1 MB; a file beyond this is not a model
+/// an edge or cloud node of this kind serves, and reading it whole would exhaust memory.
+pub const MAX_MODEL_FILE_BYTES: u64 = 512 << 20;
+
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
-    std::fs::read(path).map_err(|cause| ModelError::Io {
+    use std::io::Read;
+    let io = |cause| ModelError::Io {
         action: "read",
         path: path.to_path_buf(),
         cause,
-    })
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_MODEL_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_MODEL_FILE_BYTES {
+        return Err(io(std::io::Error::other(format!(
+            "larger than {MAX_MODEL_FILE_BYTES} bytes, the most a model file may be"
+        ))));
+    }
+    Ok(bytes)
 }
 
 pub(super) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
