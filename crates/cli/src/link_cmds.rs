@@ -1,5 +1,6 @@
-//! `edgeinfer link profiles` and `edgeinfer link sample`: the simulated link's profiles, and
-//! what one of them does to a stream of request/response exchanges.
+//! `edgeinfer link profiles`, `sample`, `live` and `proxy`: the simulated link's profiles, what
+//! one of them does to a stream of request/response exchanges (simulated, or live through the
+//! tower layer: [`live`]), and any TCP stream behind one ([`proxy`]).
 //!
 //! `sample` runs the simulator in simulated time (nothing waits): `--messages` requests of
 //! `--bytes`, one after another, each echoed back with `--bytes`; see
@@ -8,6 +9,9 @@
 //! `downlink_ms`, `rtt_ms` {`p50`, `p99`, `mean`}, `throughput_mbps` {`uplink`, `downlink`}) plus
 //! `seed`, `loss_rate`, `retransmissions`, `handovers`, `simulated_s`; the same arguments give
 //! byte-identical output.
+
+mod live;
+mod proxy;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -24,6 +28,11 @@ pub enum LinkCommand {
     Profiles(ProfilesArgs),
     /// Simulates request/response exchanges on a profile: delay percentiles, loss, throughput.
     Sample(SampleArgs),
+    /// Measures live round trips through the link's tower layer (a gRPC echo on loopback)
+    /// against `sample`'s figures, per profile, with the loopback floor.
+    Live(live::LiveArgs),
+    /// Relays TCP connections to an upstream address through a profile, both directions.
+    Proxy(proxy::ProxyArgs),
 }
 
 /// Arguments of `link profiles`.
@@ -63,15 +72,45 @@ pub struct SampleArgs {
     pub json: bool,
 }
 
-/// Runs a `link` subcommand, printing its output on stdout.
+/// Runs a `link` subcommand, printing its output on stdout. Called from the async main, so
+/// the async subcommands run on its runtime (`block_in_place`); `run_async` is the same for an
+/// async caller.
 pub fn run(cmd: &LinkCommand) -> anyhow::Result<()> {
-    print!("{}", render(cmd)?);
-    Ok(())
+    match cmd {
+        LinkCommand::Live(_) | LinkCommand::Proxy(_) => tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(run_async(cmd))
+        }),
+        _ => {
+            print!("{}", render(cmd)?);
+            Ok(())
+        }
+    }
 }
 
-/// What a `link` subcommand prints.
+/// [`run`] for an async caller.
+pub async fn run_async(cmd: &LinkCommand) -> anyhow::Result<()> {
+    match cmd {
+        LinkCommand::Live(args) => {
+            print!("{}", live::run(args).await?);
+            Ok(())
+        }
+        LinkCommand::Proxy(args) => {
+            edgeinfer_serving::cli::init_tracing("text");
+            proxy::run(args).await
+        }
+        _ => {
+            print!("{}", render(cmd)?);
+            Ok(())
+        }
+    }
+}
+
+/// What a synchronous `link` subcommand prints (`profiles`, `sample`).
 pub fn render(cmd: &LinkCommand) -> anyhow::Result<String> {
     match cmd {
+        LinkCommand::Live(_) | LinkCommand::Proxy(_) => {
+            anyhow::bail!("`link live` and `link proxy` run on a runtime: use run_async")
+        }
         LinkCommand::Profiles(args) => Ok(if args.json {
             profiles_json()
         } else {

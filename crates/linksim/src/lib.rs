@@ -15,6 +15,9 @@
 //! - [`files`]: bounded reads, and where a profile document may name trace files.
 //! - [`layer`]: [`LinkLayer`], the link as tower middleware on a tonic client channel.
 //! - [`sample`](mod@sample): what `edgeinfer link sample` reports, simulated at once.
+//! - [`live`]: a gRPC echo on loopback through the layer, against `sample`: what
+//!   `edgeinfer link live` reports.
+//! - [`proxy`]: any TCP stream behind a link, both directions: `edgeinfer link proxy`.
 //!
 //! # Decisions
 //!
@@ -47,8 +50,10 @@ pub mod files;
 mod handover;
 pub mod layer;
 pub mod link;
+pub mod live;
 mod loss;
 pub mod profile;
+pub mod proxy;
 pub mod sample;
 pub mod sim;
 pub mod timer;
