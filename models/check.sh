@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Checks the model pipeline and the shipped model files against issue 3's acceptance:
 #   1. a short training (one epoch on 20,000 images) through train, quantize and eval
-#      reaches an accuracy above 0.9, for the f32 and the q8_0 file;
+#      reaches an accuracy above 0.9, for the f32, q8_0 and int8 files;
 #   2. the shipped files in models/ load and meet their cards: edge-mlp q8_0 >= 0.975 and
-#      within 0.003 of f32, q4_0 within 0.01, cloud-cnn >= 0.990, ECE <= 0.02 for all,
-#      the q8_0 file at most 30 % of the f32 file.
+#      within 0.003 of f32, q4_0 within 0.01, int8 within 0.001 (issue 14), cloud-cnn >= 0.990,
+#      ECE <= 0.02 for all, the q8_0 and int8 files at most 30 % of the f32 file.
 # Usage: bash models/check.sh [path/to/edgeinfer]   (default: builds and uses the release binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +21,14 @@ trap 'rm -rf "$tmp"' EXIT
 echo "--- short training through train, quantize, eval"
 "$ei" train --model edge-mlp --limit 20000 --epochs 1 --seed 1 --out "$tmp/ci.safetensors"
 "$ei" quantize --in "$tmp/ci.safetensors" --dtype q8_0 --out "$tmp/ci-q8_0.gguf"
-for f in ci.safetensors ci-q8_0.gguf; do
+"$ei" quantize --in "$tmp/ci.safetensors" --dtype int8 --out "$tmp/ci-int8.safetensors"
+for f in ci.safetensors ci-q8_0.gguf ci-int8.safetensors; do
     "$ei" eval --model "$tmp/$f" --json --no-latency >"$tmp/$f.json"
 done
 
 echo "--- shipped models"
-for f in edge-mlp.safetensors edge-mlp-q8_0.gguf edge-mlp-q4_0.gguf cloud-cnn.safetensors; do
+for f in edge-mlp.safetensors edge-mlp-int8.safetensors edge-mlp-q8_0.gguf edge-mlp-q4_0.gguf \
+    cloud-cnn.safetensors; do
     "$ei" eval --model "models/$f" --json --no-latency >"$tmp/$f.json"
 done
 
@@ -42,22 +44,26 @@ def check(ok, what):
     if not ok:
         failures.append(what)
 
-for f in ["ci.safetensors", "ci-q8_0.gguf"]:
+for f in ["ci.safetensors", "ci-q8_0.gguf", "ci-int8.safetensors"]:
     check(r[f]["accuracy"] > 0.9, f"short training {f}: accuracy {r[f]['accuracy']:.4f} > 0.9")
 
-f32, q8, q4, cnn = (r[k] for k in ["edge-mlp.safetensors", "edge-mlp-q8_0.gguf",
-                                   "edge-mlp-q4_0.gguf", "cloud-cnn.safetensors"])
+f32, i8, q8, q4, cnn = (r[k] for k in ["edge-mlp.safetensors", "edge-mlp-int8.safetensors",
+                                       "edge-mlp-q8_0.gguf", "edge-mlp-q4_0.gguf",
+                                       "cloud-cnn.safetensors"])
 check(q8["accuracy"] >= 0.975, f"edge-mlp q8_0 accuracy {q8['accuracy']:.4f} >= 0.975")
 check(abs(q8["accuracy"] - f32["accuracy"]) <= 0.003,
       f"edge-mlp q8_0 {q8['accuracy']:.4f} within 0.003 of f32 {f32['accuracy']:.4f}")
 check(abs(q4["accuracy"] - f32["accuracy"]) <= 0.01,
       f"edge-mlp q4_0 {q4['accuracy']:.4f} within 0.01 of f32 {f32['accuracy']:.4f}")
+check(abs(i8["accuracy"] - f32["accuracy"]) <= 0.001,
+      f"edge-mlp int8 {i8['accuracy']:.4f} within 0.001 of f32 {f32['accuracy']:.4f}")
 check(cnn["accuracy"] >= 0.990, f"cloud-cnn accuracy {cnn['accuracy']:.4f} >= 0.990")
-for name, m in [("edge-mlp f32", f32), ("edge-mlp q8_0", q8), ("edge-mlp q4_0", q4),
-                ("cloud-cnn", cnn)]:
+for name, m in [("edge-mlp f32", f32), ("edge-mlp int8", i8), ("edge-mlp q8_0", q8),
+                ("edge-mlp q4_0", q4), ("cloud-cnn", cnn)]:
     check(m["ece"] <= 0.02, f"{name} ECE {m['ece']:.4f} <= 0.02")
     check(m["n"] == 10000, f"{name} evaluated on {m['n']} test images")
-ratio = q8["file_bytes"] / f32["file_bytes"]
-check(ratio <= 0.30, f"q8_0 file is {ratio:.1%} of the f32 file (<= 30 %)")
+for name, m in [("q8_0", q8), ("int8", i8)]:
+    ratio = m["file_bytes"] / f32["file_bytes"]
+    check(ratio <= 0.30, f"{name} file is {ratio:.1%} of the f32 file (<= 30 %)")
 sys.exit(1 if failures else 0)
 EOF

@@ -28,9 +28,11 @@
 //! # Serving notes
 //!
 //! `classify` is correct for any batch size of at least 1 and costs one allocation-light
-//! candle pass; at batch 1 the f32 MLP takes ~12-15 us on one thread here, the q8_0 one
-//! ~20-35 us (candle's quantized kernel). Set the environment of [`threading::env_defaults`]
-//! before the first thread starts, or passes are several times slower.
+//! candle pass; on one thread here, the edge MLP takes ~7.5 us at batch 1 in f32, ~2.3 us in
+//! int8, ~14 us in q8_0 (candle's quantized kernel), and cloud-cnn ~105-120 us per image at
+//! either batch size (models/MODELS.md, BENCHMARKS.md). Set the environment of
+//! [`threading::env_defaults`] before the first thread starts, or passes are several times
+//! slower.
 // `deny`, not `forbid`: the int8 kernels (`int8::kernels`, one module) need SIMD intrinsics.
 #![deny(unsafe_code)]
 

@@ -43,7 +43,7 @@
 //! Measured with both (median of `classify`, one thread, load from other jobs present): f32
 //! ~12-15 us at batch 1 and ~3.5-5.5 us per image at batch 64; q8_0 and q4_0 ~20-35 us per
 //! image at either batch size, candle's quantized kernel being slower than its f32 gemm here.
-//! `cargo bench -p edgeinfer-model --bench forward` measures it again.
+//! `cargo bench --bench model_forward` (root `benches/`) measures it again.
 
 use std::cell::OnceCell;
 

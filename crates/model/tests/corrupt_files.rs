@@ -65,6 +65,14 @@ proptest! {
     }
 
     #[test]
+    fn corrupted_int8_safetensors(
+        flips in flips(),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        load_corrupted(&shipped("edge-mlp-int8.safetensors"), ModelFormat::Safetensors, &flips, cut);
+    }
+
+    #[test]
     fn corrupted_safetensors(
         flips in flips(),
         cut in proptest::option::of(any::<prop::sample::Index>()),

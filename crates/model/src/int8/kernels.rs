@@ -9,6 +9,8 @@
 //! lists all of them, so tests can hold each one to the portable scalar kernel. A [`Kernel`] can
 //! only be obtained from those two functions, which is what makes calling the
 //! `#[target_feature]` functions sound: the features were detected before the value existed.
+//! On x86-64, `cargo test -p edgeinfer-model` tests the x86 kernels the CPU has;
+//! `crates/model/scripts/test-kernels-aarch64.sh` runs the same tests for aarch64 under qemu.
 //!
 //! Layouts are fixed by [`PackedWeights`], which also checks what the kernels rely on:
 //! - rows of both operands are padded with zeros to a multiple of [`K_ALIGN`] bytes, so every
