@@ -37,7 +37,7 @@ case $profile in
 esac
 
 bins=(edge-node cloud-node edgeinfer)
-models=(edge-mlp-q8_0.gguf cloud-cnn.safetensors)
+models=(edge-mlp-int8.safetensors cloud-cnn.safetensors)
 marker='# ===== runtime layout'
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 log() { printf 'build-offline-images: %s\n' "$*" >&2; }

@@ -2,6 +2,8 @@
 //! end-to-end tests.
 //!
 //! - [`local`]: cloud and edge in one process on the shipped models (`up`, `sweep`, tests).
+//! - [`floor`]: a gRPC server that does no work, the floor every serving figure is a ratio to.
 #![forbid(unsafe_code)]
 
+pub mod floor;
 pub mod local;

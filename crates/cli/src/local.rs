@@ -100,7 +100,7 @@ impl Default for LocalOptions {
             edge_cloud_token: None,
             edge_metrics_listen: None,
             cloud_metrics_listen: None,
-            edge_model: shipped_model("edge-mlp-q8_0.gguf"),
+            edge_model: shipped_model("edge-mlp-int8.safetensors"),
             cloud_model: shipped_model("cloud-cnn.safetensors"),
             profile: "embb-midband".into(),
             seed: 1,

@@ -42,21 +42,23 @@ enum Command {
     /// The simulated 5G link: its profiles, and sampled statistics of one.
     #[command(subcommand)]
     Link(link_cmds::LinkCommand),
+    /// A gRPC server that does no work (native Infer, OIP ModelInfer, health): the floor that
+    /// serving figures are compared with (`edgeinfer bench --addr ADDR`).
+    Floor(FloorArgs),
 }
 
-/// Sets candle's thread settings (one thread per forward pass; see
-/// `edgeinfer_model::threading`) before anything reads them, then runs `async_main`.
-fn main() -> ExitCode {
-    for (key, value) in edgeinfer_model::threading::env_defaults() {
-        // SAFETY: first thing in `main`: no other thread exists yet, so nothing reads the
-        // environment while it changes.
-        unsafe { std::env::set_var(key, value) };
-    }
-    async_main()
+#[derive(clap::Args)]
+struct FloorArgs {
+    /// Address to serve on.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:50070",
+        env = "EDGEINFER_FLOOR_LISTEN"
+    )]
+    listen: std::net::SocketAddr,
 }
 
-#[tokio::main]
-async fn async_main() -> ExitCode {
+edgeinfer_serving::binary_main!(async {
     match run(Cli::parse().command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -65,7 +67,7 @@ async fn async_main() -> ExitCode {
             ExitCode::from(client_cmds::exit_code(&e))
         }
     }
-}
+});
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -81,5 +83,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Quantize(args) => model_cmds::run_quantize(&args),
         Command::Eval(args) => model_cmds::run_eval(&args),
         Command::Link(cmd) => link_cmds::run(&cmd),
+        Command::Floor(args) => {
+            edgeinfer_serving::cli::init_tracing("text");
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("--listen {}: {e}", args.listen))?;
+            let addr = listener.local_addr()?;
+            println!("floor (no work) listening on {addr}; stop with Ctrl-C");
+            edgeinfer_cli::floor::serve(listener, edgeinfer_serving::shutdown::signal()).await?;
+            Ok(())
+        }
     }
 }

@@ -36,7 +36,7 @@ pub struct UpArgs {
     /// Cloud metrics address ("off" to disable).
     #[arg(long, default_value = "127.0.0.1:9092", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
     pub cloud_metrics_listen: std::option::Option<SocketAddr>,
-    /// Edge model file (default: the shipped q8_0 MLP).
+    /// Edge model file (default: the shipped int8 MLP).
     #[arg(long)]
     pub edge_model: Option<PathBuf>,
     /// Cloud model file (default: the shipped CNN).

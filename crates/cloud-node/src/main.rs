@@ -1,52 +1,20 @@
 //! The `cloud-node` binary: parse settings, load the model, bind, serve until SIGTERM or Ctrl-C.
 
-use std::process::ExitCode;
-
 use cloud_node::{CloudConfig, prepare, run};
-use edgeinfer_serving::cli::{Addresses, EXIT_CONFIG, bind_listeners, init_tracing, parse_or_exit};
+use edgeinfer_serving::cli::{Addresses, init_tracing, parse_or_exit, serve_node};
+use edgeinfer_serving::shutdown;
 
-/// Sets candle's thread settings (one thread per forward pass; see
-/// `edgeinfer_model::threading`) before anything reads them, then runs `async_main`.
-fn main() -> ExitCode {
-    for (key, value) in edgeinfer_model::threading::env_defaults() {
-        // SAFETY: first thing in `main`: no other thread exists yet, so nothing reads the
-        // environment while it changes.
-        unsafe { std::env::set_var(key, value) };
-    }
-    async_main()
-}
-
-#[tokio::main]
-async fn async_main() -> ExitCode {
+edgeinfer_serving::binary_main!(async {
     let config: CloudConfig = parse_or_exit();
     init_tracing(&config.log_format);
-    // Everything that can be wrong with the configuration is found before a port is bound.
-    let (listen, metrics) = (config.listen, config.metrics_listen);
-    let prepared = match prepare(config) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("cloud-node: {e:#}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+    tracing::info!(model = %config.model.display(), "cloud model");
     let addresses = Addresses {
-        grpc: listen,
+        grpc: config.listen,
         admin: None,
-        metrics,
+        metrics: config.metrics_listen,
     };
-    let listeners = match bind_listeners(addresses, "CLOUD").await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("cloud-node: {e:#}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    tracing::info!(grpc = %listen, model = %prepared.config.model.display(), "cloud listening");
-    match run(prepared, listeners, edgeinfer_serving::shutdown::signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cloud-node: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
+    serve_node("cloud-node", "CLOUD", config, addresses, prepare, |p, l| {
+        run(p, l, shutdown::signal())
+    })
+    .await
+});

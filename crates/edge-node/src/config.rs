@@ -81,7 +81,11 @@ pub struct EdgeConfig {
     pub metrics_listen: std::option::Option<SocketAddr>,
 
     /// Model file (.gguf or .safetensors) of the edge model.
-    #[arg(long, env = "EDGE_MODEL", default_value = "models/edge-mlp-q8_0.gguf")]
+    #[arg(
+        long,
+        env = "EDGE_MODEL",
+        default_value = "models/edge-mlp-int8.safetensors"
+    )]
     pub model: PathBuf,
 
     /// The cloud node's URL; its host is re-resolved so that requests spread over every

@@ -6,7 +6,7 @@ use std::process::Command;
 /// A valid model, so that the later checks are reached.
 const SHIPPED_MODEL: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../models/edge-mlp-q8_0.gguf"
+    "/../../models/edge-mlp-int8.safetensors"
 );
 
 fn edge(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {

@@ -1,7 +1,8 @@
-//! What the server binaries share at their edge: parsing settings with exit status 64 on a
-//! bad value, logging set-up, and binding.
+//! What the binaries share at their edge: `main` itself ([`binary_main!`], [`serve_node`]), parsing
+//! settings with exit status 64 on a bad value, logging set-up, and binding.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -12,6 +13,82 @@ use crate::server::Listeners;
 
 /// Exit status for a configuration error (sysexits EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
+
+/// Defines a binary's `fn main() -> ExitCode`: sets candle's thread settings (one thread per
+/// forward pass; see `edgeinfer_model::threading`) before any thread exists to read them, then
+/// runs the async block given on a multi-threaded tokio runtime. A macro because setting the
+/// environment is `unsafe` (sound only while one thread exists), which this crate forbids: the
+/// code expands in the binary, first thing in its `main`.
+///
+/// ```ignore
+/// edgeinfer_serving::binary_main!(async { std::process::ExitCode::SUCCESS });
+/// ```
+#[macro_export]
+macro_rules! binary_main {
+    ($body:expr) => {
+        fn main() -> ::std::process::ExitCode {
+            for (key, value) in ::edgeinfer_model::threading::env_defaults() {
+                // SAFETY: first thing in `main`, before the runtime starts: no other thread
+                // exists yet, so nothing reads the environment while it changes.
+                unsafe { ::std::env::set_var(key, value) };
+            }
+            $crate::cli::block_on($body)
+        }
+    };
+}
+
+/// Runs `body` on a new multi-threaded tokio runtime (the second half of [`binary_main!`]).
+pub fn block_on(body: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(body),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A node binary from its settings on: everything that can be wrong with the configuration is
+/// found by `prepare` before a port is bound; then the listeners are bound and `run` serves on
+/// them until SIGTERM or Ctrl-C. Configuration and binding errors exit with status 64, a
+/// failure while serving with 1, each printed as `name: the chain of causes`.
+pub async fn serve_node<C, P, Fut>(
+    name: &str,
+    prefix: &str,
+    config: C,
+    addresses: Addresses,
+    prepare: impl FnOnce(C) -> anyhow::Result<P>,
+    run: impl FnOnce(P, Listeners) -> Fut,
+) -> ExitCode
+where
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let prepared = match prepare(config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let listeners = match bind_listeners(addresses, prefix).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    tracing::info!(grpc = %addresses.grpc, admin = ?addresses.admin, metrics = ?addresses.metrics, "{name} listening");
+    match run(prepared, listeners).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Parses flags and environment; on a bad value prints clap's message, which names the flag
 /// and its environment twin, and exits with status 64 before anything is bound.
