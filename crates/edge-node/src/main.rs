@@ -25,6 +25,7 @@ async fn async_main() -> ExitCode {
         grpc: config.listen,
         admin: config.admin_listen,
         metrics: config.metrics_listen,
+        http: config.http_listen,
     };
     // Everything that can be wrong with the configuration is found before a port is bound.
     let prepared = match prepare(config) {
@@ -41,7 +42,7 @@ async fn async_main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    tracing::info!(grpc = %addresses.grpc, admin = ?addresses.admin, "edge listening");
+    tracing::info!(grpc = %addresses.grpc, admin = ?addresses.admin, http = ?addresses.http, "edge listening");
     match run(prepared, listeners, edgeinfer_serving::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

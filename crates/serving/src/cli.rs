@@ -54,6 +54,8 @@ pub struct Addresses {
     pub admin: Option<SocketAddr>,
     /// Prometheus metrics, if any.
     pub metrics: Option<SocketAddr>,
+    /// OIP over HTTP, if any.
+    pub http: Option<SocketAddr>,
 }
 
 /// Binds a node's listeners; errors name the flag and its environment twin (`prefix` is
@@ -78,10 +80,15 @@ pub async fn bind_listeners(addresses: Addresses, prefix: &str) -> anyhow::Resul
         None => None,
         Some(addr) => Some(bind(addr, "--metrics-listen", prefix, "METRICS_LISTEN").await?),
     };
+    let http = match addresses.http {
+        None => None,
+        Some(addr) => Some(bind(addr, "--http-listen", prefix, "HTTP_LISTEN").await?),
+    };
     Ok(Listeners {
         grpc,
         admin,
         metrics,
+        http,
     })
 }
 
