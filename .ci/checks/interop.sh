@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Interoperability checks: real third-party clients (grpcurl, tritonclient, stubs generated from
-# proto/, grpcio-health-checking) and the README walkthrough, against an edge and a cloud started
+# Interoperability checks: real third-party clients (grpcurl, tritonclient over gRPC and HTTP,
+# curl, stubs generated from proto/, grpcio-health-checking) and the README walkthrough, against an edge and a cloud started
 # from the built binaries (`edgeinfer up` on free ports). The servers are stopped on exit, also
 # when a step fails. Run by .ci/run; can also be run alone from any directory.
 set -euo pipefail
@@ -11,11 +11,14 @@ root=$PWD
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import tritonclient.grpc, grpc_health, grpc_tools' 2>/dev/null ||
+if ! .venv/bin/python -c 'import tritonclient.grpc, tritonclient.http, grpc_health, grpc_tools' 2>/dev/null ||
     [ ! -x .venv/bin/grpcurl ]; then
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 fi
 export PATH="$root/.venv/bin:$PATH"
+if ! command -v curl >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq curl >/dev/null
+fi
 
 echo "building the binaries"
 cargo build --bins --quiet
@@ -49,19 +52,23 @@ trap 'exit 130' INT TERM
 # Port 0 everywhere: the checks never collide with a running `edgeinfer up` or another run.
 edgeinfer up --edge-listen 127.0.0.1:0 --cloud-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --edge-metrics-listen 127.0.0.1:0 --cloud-metrics-listen 127.0.0.1:0 \
+    --edge-http-listen 127.0.0.1:0 --cloud-http-listen 127.0.0.1:0 \
     >"$work/up.log" 2>&1 &
 server_pid=$!
 
-edge= cloud= admin=
+edge= cloud= admin= edge_http= cloud_http=
 for _ in $(seq 300); do
     kill -0 "$server_pid" 2>/dev/null || { echo "edgeinfer up exited before listening"; exit 1; }
     edge=$(grep -o 'edge listening on [0-9.:]*' "$work/up.log" | head -n1 | awk '{print $4}') || true
     cloud=$(grep -o 'cloud listening on [0-9.:]*' "$work/up.log" | head -n1 | awk '{print $4}') || true
     admin=$(grep -o 'edge admin (EdgeAdmin) listening on [0-9.:]*' "$work/up.log" | head -n1 | awk '{print $6}') || true
-    [ -n "$edge" ] && [ -n "$cloud" ] && [ -n "$admin" ] && break
+    edge_http=$(grep -o 'edge OIP HTTP listening on [0-9.:]*' "$work/up.log" | head -n1 | awk '{print $6}') || true
+    cloud_http=$(grep -o 'cloud OIP HTTP listening on [0-9.:]*' "$work/up.log" | head -n1 | awk '{print $6}') || true
+    [ -n "$edge" ] && [ -n "$cloud" ] && [ -n "$admin" ] && [ -n "$edge_http" ] && [ -n "$cloud_http" ] && break
     sleep 0.2
 done
-[ -n "$edge" ] && [ -n "$cloud" ] && [ -n "$admin" ] || { echo "edgeinfer up did not report its addresses within 60 s"; exit 1; }
+[ -n "$edge" ] && [ -n "$cloud" ] && [ -n "$admin" ] && [ -n "$edge_http" ] && [ -n "$cloud_http" ] ||
+    { echo "edgeinfer up did not report its addresses within 60 s"; exit 1; }
 for addr in "$edge" "$cloud"; do
     for _ in $(seq 100); do
         edgeinfer health --addr "http://$addr" --timeout-ms 1000 >/dev/null 2>&1 && break
@@ -70,4 +77,5 @@ for addr in "$edge" "$cloud"; do
     edgeinfer health --addr "http://$addr"
 done
 
-python tests/interop/run_interop.py --edge "$edge" --cloud "$cloud" --admin "$admin"
+python tests/interop/run_interop.py --edge "$edge" --cloud "$cloud" --admin "$admin" \
+    --edge-http "$edge_http" --cloud-http "$cloud_http"

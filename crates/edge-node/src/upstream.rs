@@ -359,4 +359,32 @@ mod tests {
                 .contains("\"ftp\" is not supported")
         );
     }
+
+    #[test]
+    fn cloud_requests_carry_each_input_in_the_smallest_faithful_form() {
+        use edgeinfer_serving::input::Decoded;
+        let call = |values: Vec<f32>, exact_u8| Call {
+            id: "r".into(),
+            model: "mnist".into(),
+            input: Decoded { values, exact_u8 },
+            budget_ms: 0,
+            min_confidence: None,
+            placement: Placement::Auto,
+            received: tokio::time::Instant::now(),
+            deadline: None,
+        };
+        let timeout = Duration::from_millis(50);
+        let r = cloud_request(&call(vec![0.0, 1.0], true), timeout);
+        assert_eq!(r.input, Some(Input::Raw(vec![0, 255])));
+        let r = cloud_request(&call(vec![0.5, 0.25], false), timeout);
+        assert!(matches!(r.input, Some(Input::Pixels(_))));
+        // An OIP FP32 input may leave [0, 1]; the cloud's `pixels` would refuse it.
+        let r = cloud_request(&call(vec![0.5, -3.0], false), timeout);
+        assert_eq!(
+            r.input,
+            Some(Input::Values(Values {
+                values: vec![0.5, -3.0]
+            }))
+        );
+    }
 }

@@ -622,6 +622,67 @@ mod tests {
     }
 
     #[test]
+    fn oip_fp32_takes_any_finite_value_and_names_the_first_that_is_not() {
+        let mut t = tensor("FP32", vec![1, 784]);
+        let mut values = vec![0.5f32; 784];
+        values[0] = -7.5;
+        values[1] = 1e30;
+        t.contents = Some(InferTensorContents {
+            fp32_contents: values.clone(),
+            ..Default::default()
+        });
+        let rows = decode_oip(&t, None, &spec(), &InputLimits::default()).unwrap();
+        assert_eq!(rows[0].values, values);
+        assert!(!rows[0].exact_u8);
+        for (bad, shown) in [
+            (f32::NAN, "NaN"),
+            (f32::INFINITY, "inf"),
+            (f32::NEG_INFINITY, "-inf"),
+        ] {
+            t.contents.as_mut().unwrap().fp32_contents[300] = bad;
+            let e = decode_oip(&t, None, &spec(), &InputLimits::default()).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("inputs[0] (input)[300]: {shown} is not a finite number")
+            );
+        }
+    }
+
+    #[test]
+    fn native_values_take_any_finite_value_but_pixels_keep_their_range() {
+        let mut values = vec![2.0f32; 784];
+        let d = decode_native(
+            Some(&Input::Values(edgeinfer::v1::Values {
+                values: values.clone(),
+            })),
+            &spec(),
+            &InputLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(d.values, values);
+        let e = decode_native(
+            Some(&Input::Pixels(Pixels {
+                values: values.clone(),
+            })),
+            &spec(),
+            &InputLimits::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, InputError::OutOfRange { index: 0, .. }), "{e}");
+        values[5] = f32::NAN;
+        let e = decode_native(
+            Some(&Input::Values(edgeinfer::v1::Values { values })),
+            &spec(),
+            &InputLimits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "values.values[5]: NaN is not a finite number"
+        );
+    }
+
+    #[test]
     fn oip_uint8_typed_contents_decode() {
         let mut t = tensor("UINT8", vec![1, 784]);
         t.contents = Some(InferTensorContents {
