@@ -65,6 +65,7 @@ impl From<ServeError> for Status {
             ServeError::Batch(BatchError::QueueFull(_)) => Status::resource_exhausted(message),
             ServeError::Batch(BatchError::Stopped) => Status::unavailable(message),
             ServeError::Batch(BatchError::Model(_)) => Status::internal(message),
+            ServeError::Batch(BatchError::Overflow) => Status::invalid_argument(message),
             ServeError::DeadlineExceeded => Status::deadline_exceeded(message),
             ServeError::Unauthenticated(_) => Status::unauthenticated(message),
         }
@@ -112,6 +113,7 @@ mod tests {
             ),
             (ServeError::Batch(BatchError::QueueFull(3)), 429),
             (ServeError::Batch(BatchError::Stopped), 503),
+            (ServeError::Batch(BatchError::Overflow), 400),
             (ServeError::DeadlineExceeded, 504),
             (ServeError::Unauthenticated("no".into()), 401),
         ];
