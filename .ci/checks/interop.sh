@@ -20,15 +20,10 @@ if ! command -v curl >/dev/null; then
     apt-get update -qq && apt-get install -y -qq curl >/dev/null
 fi
 
-echo "building the binaries"
-cargo build --bins --quiet
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-    python -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-export PATH="$target_dir/debug:$PATH"
-
 work=$(mktemp -d)
 # shellcheck source=.ci/lib/up.sh
 . .ci/lib/up.sh
+build_binaries
 start_up
 
 python tests/interop/run_interop.py --edge "$edge" --cloud "$cloud" --admin "$admin" \

@@ -16,7 +16,6 @@
 # across runs. Run by .ci/run; can also be run alone from any directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$PWD
 
 tools=${PERF_ANALYZER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeinfer/perf_analyzer-2.34.0}
 perf_analyzer=$tools/tritonclient-2.34.0.data/data/bin/perf_analyzer
@@ -50,15 +49,10 @@ if ldd "$perf_analyzer" | grep 'not found'; then
     exit 1
 fi
 
-echo "building the binaries"
-cargo build --bins --quiet
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-export PATH="$target_dir/debug:$PATH"
-
 work=$(mktemp -d)
 # shellcheck source=.ci/lib/up.sh
 . .ci/lib/up.sh
+build_binaries
 start_up
 
 # Random finite FP32 rows in perf_analyzer's JSON input format, seeded.
@@ -99,7 +93,7 @@ run_pa() {
     # Over gRPC perf_analyzer would read the batch dimension from ModelConfig, an RPC of
     # Triton's own that the nodes do not serve: the request shape is given instead. Over HTTP
     # it reads /v2/models/mnist/config.
-    [ "$protocol" = grpc ] && shape=(--shape input:1,784)
+    [ "$protocol" = grpc ] && shape=(--shape "input:1,784")
     if timeout 120 "$perf_analyzer" -m mnist -u "$url" -i "$protocol" --input-data "$work/random.json" \
         "${shape[@]}" --concurrency-range "$concurrency" --measurement-interval 1000 \
         --max-trials 10 --stability-percentage 999 \

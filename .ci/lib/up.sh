@@ -1,8 +1,19 @@
-# Sourced by the checks that need running servers: starts `edgeinfer up` on free ports (port 0
-# everywhere, so a check never collides with a running `edgeinfer up` or another check) and
-# stops it on exit, also when a step fails. After `start_up`, these are set: edge, cloud,
-# admin (gRPC) and edge_http, cloud_http (OIP over HTTP), each HOST:PORT.
-# Needs: `edgeinfer` on PATH, `work` naming a scratch directory the caller removes.
+# shellcheck shell=bash
+# Sourced by the checks that need running servers: `build_binaries` builds them and puts them on
+# PATH; `start_up` starts `edgeinfer up` on free ports (port 0 everywhere, so a check never
+# collides with a running `edgeinfer up` or another check), stopped on exit, also when a step
+# fails. After `start_up`, these are set: edge, cloud, admin (gRPC) and edge_http, cloud_http
+# (OIP over HTTP), each HOST:PORT. Needs `work`: a scratch directory, removed on exit.
+: "${work:?set work to a scratch directory before sourcing .ci/lib/up.sh}"
+
+build_binaries() {
+    echo "building the binaries"
+    cargo build --bins --quiet
+    local target_dir
+    target_dir=$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+    export PATH="$target_dir/debug:$PATH"
+}
 
 server_pid=
 stop_up() {
@@ -34,10 +45,10 @@ listening() {
 start_up() {
     edgeinfer up --edge-listen 127.0.0.1:0 --cloud-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
         --edge-metrics-listen 127.0.0.1:0 --cloud-metrics-listen 127.0.0.1:0 \
-        --edge-http-listen 127.0.0.1:0 --cloud-http-listen 127.0.0.1:0 "$@" \
+        --edge-http-listen 127.0.0.1:0 --cloud-http-listen 127.0.0.1:0 \
         >"$work/up.log" 2>&1 &
     server_pid=$!
-    edge= cloud= admin= edge_http= cloud_http=
+    edge='' cloud='' admin='' edge_http='' cloud_http=''
     for _ in $(seq 300); do
         kill -0 "$server_pid" 2>/dev/null || { echo "edgeinfer up exited before listening"; exit 1; }
         edge=$(listening 'edge')

@@ -438,11 +438,13 @@ mod tests {
         assert_eq!(*model.batches.lock().unwrap(), vec![1]);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn waiting_requests_are_batched_together() {
-        let model = recorder();
-        let b = batcher(model.clone(), 8, 64);
-        // Hold the model so that requests pile up behind the first batch.
+    /// Holds the worker inside the model with one request, queues `inputs` behind it, then
+    /// lets the model go: the queued requests form one batch. Their answers, in order.
+    async fn behind_one(
+        model: &Recorder,
+        b: &Batcher,
+        inputs: Vec<Vec<f32>>,
+    ) -> Vec<Result<Scored, BatchError>> {
         let held = model.gate.lock().unwrap();
         let first = tokio::spawn({
             let b = b.clone();
@@ -452,19 +454,33 @@ mod tests {
         while model.entered.load(Ordering::SeqCst) < 1 {
             tokio::task::yield_now().await;
         }
-        let rest: Vec<_> = (1..=5)
-            .map(|i| {
+        let n = inputs.len();
+        let rest: Vec<_> = inputs
+            .into_iter()
+            .map(|input| {
                 let b = b.clone();
-                tokio::spawn(async move { b.classify(vec![i as f32 / 10.0, 0.0]).await })
+                tokio::spawn(async move { b.classify(input).await })
             })
             .collect();
-        while b.tx.len() < 5 {
+        while b.tx.len() < n {
             tokio::task::yield_now().await;
         }
         drop(held);
         first.await.unwrap().unwrap();
-        for (i, r) in rest.into_iter().enumerate() {
-            let s = r.await.unwrap().unwrap();
+        let mut answers = Vec::with_capacity(n);
+        for r in rest {
+            answers.push(r.await.unwrap());
+        }
+        answers
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_requests_are_batched_together() {
+        let model = recorder();
+        let b = batcher(model.clone(), 8, 64);
+        let inputs = (1..=5).map(|i| vec![i as f32 / 10.0, 0.0]).collect();
+        for (i, r) in behind_one(&model, &b, inputs).await.into_iter().enumerate() {
+            let s = r.unwrap();
             assert!((s.probabilities[1] - (i + 1) as f32 / 10.0).abs() < 1e-6);
             assert_eq!(s.batch_size, 5);
         }
@@ -475,30 +491,8 @@ mod tests {
     async fn an_input_that_overflows_the_model_fails_alone_not_its_batch() {
         let model = recorder();
         let b = batcher(model.clone(), 8, 64);
-        let held = model.gate.lock().unwrap();
-        let first = tokio::spawn({
-            let b = b.clone();
-            async move { b.classify(vec![0.0, 0.0]).await }
-        });
-        while model.entered.load(Ordering::SeqCst) < 1 {
-            tokio::task::yield_now().await;
-        }
-        let rest: Vec<_> = [[0.1, 0.0], [0.2, 1e31], [0.3, 0.0]]
-            .into_iter()
-            .map(|input| {
-                let b = b.clone();
-                tokio::spawn(async move { b.classify(input.to_vec()).await })
-            })
-            .collect();
-        while b.tx.len() < 3 {
-            tokio::task::yield_now().await;
-        }
-        drop(held);
-        first.await.unwrap().unwrap();
-        let mut answers = Vec::new();
-        for r in rest {
-            answers.push(r.await.unwrap());
-        }
+        let inputs = vec![vec![0.1, 0.0], vec![0.2, 1e31], vec![0.3, 0.0]];
+        let answers = behind_one(&model, &b, inputs).await;
         assert!((answers[0].as_ref().unwrap().probabilities[1] - 0.1).abs() < 1e-6);
         assert!(
             matches!(answers[1], Err(BatchError::Overflow)),
