@@ -1,9 +1,13 @@
 //! The Open Inference Protocol over HTTP end to end: the real edge and cloud on port 0 with the
 //! shipped models, called with a real HTTP client. The edge's HTTP calls go through its
 //! router (a call placed on the cloud is answered by it), and FP32 inputs outside [0, 1]
-//! reach the cloud intact.
+//! reach the cloud intact, over HTTP and over the gRPC binding alike.
 
 use bytes::Bytes;
+use edgeinfer::inference::ModelInferRequest;
+use edgeinfer::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use edgeinfer::inference::model_infer_request::InferInputTensor;
+use edgeinfer::oip;
 use edgeinfer_cli::local::{LocalOptions, start};
 use edgeinfer_model::mnist::{default_data_dir, load_test};
 use http_body_util::{BodyExt, Full};
@@ -72,6 +76,36 @@ async fn http_calls_are_routed_and_any_finite_fp32_reaches_the_cloud() {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["parameters"]["served_by"], "EDGE");
     assert_eq!(v["parameters"]["label"], test.labels[0].to_string(), "{v}");
+
+    // The gRPC binding decodes the same way: any finite FP32 value, NaN refused by index.
+    let mut oip = GrpcInferenceServiceClient::connect(format!("http://{}", s.edge))
+        .await
+        .unwrap();
+    let request = |values: &[f32]| ModelInferRequest {
+        model_name: "mnist".into(),
+        parameters: [("placement".to_string(), oip::string_param("cloud"))].into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 784],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![values.iter().flat_map(|v| v.to_le_bytes()).collect()],
+        ..Default::default()
+    };
+    let answer = oip.model_infer(request(&wild)).await.unwrap().into_inner();
+    assert_eq!(
+        oip::as_string(&answer.parameters["served_by"]).as_deref(),
+        Some("CLOUD")
+    );
+    let mut nan = wild.clone();
+    nan[400] = f32::NAN;
+    let e = oip.model_infer(request(&nan)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        e.message(),
+        "inputs[0] (input)[400]: NaN is not a finite number"
+    );
 
     let (status, v) = post(
         edge,
