@@ -94,7 +94,7 @@ compose() {
 # The demo's settings: ephemeral host ports (no collision with anything on this machine), the
 # default link profile, and a threshold high enough that a few hundred test digits include
 # low-confidence ones that go to the cloud.
-export EDGEINFER_TAG=$tag EDGE_GRPC_PORT='' EDGE_METRICS_PORT='' EDGE_THRESHOLD=0.99 RUST_LOG=info
+export EDGEINFER_TAG=$tag EDGE_GRPC_PORT='' EDGE_METRICS_PORT='' EDGE_HTTP_PORT='' EDGE_THRESHOLD=0.99 RUST_LOG=info
 
 teardown() {
     status=$?

@@ -4,7 +4,8 @@
 Run by .ci/checks/interop.sh, which builds the binaries, starts `edgeinfer up` on free ports and
 passes their addresses here:
 
-    python tests/interop/run_interop.py --edge 127.0.0.1:PORT --cloud 127.0.0.1:PORT
+    python tests/interop/run_interop.py --edge 127.0.0.1:PORT --cloud 127.0.0.1:PORT \
+        --admin 127.0.0.1:PORT --edge-http 127.0.0.1:PORT --cloud-http 127.0.0.1:PORT
 
 What is checked, each with the client a user would use:
 - grpcurl (reflection): list, describe, Infer with JSON pixels and with a base64 PNG, health
@@ -13,6 +14,9 @@ What is checked, each with the client a user would use:
   100 MNIST test digits with the right labels, against the edge and the cloud;
 - stubs generated from proto/ with grpcio-tools: Infer, InferStream, ListModels, provenance;
 - grpcio-health-checking: Check on the whole server and on each service name;
+- curl and tritonclient[http] (Open Inference Protocol over HTTP/REST): health, server and
+  model metadata, model config, infer with JSON and binary tensors, OIP JSON errors with their
+  HTTP statuses, against the edge and the cloud;
 - the `edgeinfer` client commands (infer, bench in both protocols, health);
 - TLS: `edgeinfer up` with a certificate made by the README's openssl commands, called by
   grpcurl, the edgeinfer commands, generated stubs and tritonclient, with mutual TLS at the
@@ -51,6 +55,8 @@ README = ROOT / "README.md"
 README_EDGE = "127.0.0.1:50051"
 README_CLOUD = "127.0.0.1:50052"
 README_ADMIN = "127.0.0.1:50061"
+README_EDGE_HTTP = "127.0.0.1:8000"
+README_CLOUD_HTTP = "127.0.0.1:8001"
 
 EDGE_SERVICES = {
     "edgeinfer.v1.Inference",
@@ -65,10 +71,12 @@ EDGE_SERVICES = {
 class Context:
     """What every check may use: the servers' addresses and the MNIST test set."""
 
-    def __init__(self, edge: str, cloud: str, admin: str):
+    def __init__(self, edge: str, cloud: str, admin: str, edge_http: str, cloud_http: str):
         self.edge = edge
         self.cloud = cloud
         self.admin = admin
+        self.edge_http = edge_http
+        self.cloud_http = cloud_http
         self.images, self.labels = load_mnist_test()
 
 
@@ -308,6 +316,121 @@ def _(ctx):
     assert right >= 15, right
 
 
+# === the Open Inference Protocol over HTTP: curl and tritonclient.http ===
+
+
+def curl(*args, data=None):
+    """Runs curl; returns (HTTP status, body). `data` (a dict) is POSTed as JSON."""
+    cmd = ["curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"]
+    if data is not None:
+        cmd += ["-H", "content-type: application/json", "--data-binary", "@-"]
+    rc, out = run(cmd + list(args), input=None if data is None else json.dumps(data))
+    assert rc == 0, f"curl {' '.join(args)} exited {rc}:\n{out}"
+    body, _, status = out.rpartition("\n")
+    return int(status), body
+
+
+@check("curl: health, server and model metadata, config (edge and cloud)")
+def _(ctx):
+    for addr, concrete in ((ctx.edge_http, "edge-mlp"), (ctx.cloud_http, "cloud-cnn")):
+        for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/mnist/ready", f"/v2/models/{concrete}/ready"):
+            status, body = curl(f"http://{addr}{path}")
+            assert status == 200, (addr, path, status, body)
+        status, body = curl(f"http://{addr}/v2")
+        assert status == 200 and json.loads(body)["name"].startswith("edgeinfer"), body
+        status, body = curl(f"http://{addr}/v2/models/mnist")
+        meta = json.loads(body)
+        assert status == 200 and meta["inputs"][0] == {"name": "input", "datatype": "FP32", "shape": [-1, 784]}, body
+        status, body = curl(f"http://{addr}/v2/models/mnist/config")
+        assert status == 200 and json.loads(body)["input"][0]["dims"] == [784], body
+        status, body = curl(f"http://{addr}/v2/models/no-such-model")
+        assert status == 404 and "no-such-model" in json.loads(body)["error"], (status, body)
+
+
+@check("curl infer: JSON tensors, the right digits, provenance; OIP errors with HTTP statuses")
+def _(ctx):
+    for addr in (ctx.edge_http, ctx.cloud_http):
+        for i in range(5):
+            request = {"id": f"c{i}", "parameters": {"latency_budget_ms": 500},
+                       "inputs": [{"name": "input", "shape": [1, 784], "datatype": "UINT8",
+                                   "data": [int(v) for v in ctx.images[i]]}]}
+            status, body = curl(f"http://{addr}/v2/models/mnist/infer", data=request)
+            assert status == 200, (status, body)
+            reply = json.loads(body)
+            assert reply["id"] == f"c{i}", reply
+            probs = reply["outputs"][0]["data"]
+            assert int(np.argmax(probs)) == int(ctx.labels[i]), reply
+            assert reply["parameters"]["served_by"] in ("EDGE", "CLOUD"), reply
+        bad = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [0.1, 0.2, 0.3]}]}
+        status, body = curl(f"http://{addr}/v2/models/mnist/infer", data=bad)
+        assert status == 400 and "does not hold whole inputs" in json.loads(body)["error"], (status, body)
+        status, body = curl(f"http://{addr}/v2/models/nope/infer", data=bad)
+        assert status == 404 and "error" in json.loads(body), (status, body)
+    # Any finite FP32 value is taken (perf_analyzer's random data), placed on the cloud through
+    # the edge's router.
+    wild = {"parameters": {"placement": "cloud"},
+            "inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32",
+                        "data": [float((i * 37) % 101 - 50) for i in range(784)]}]}
+    status, body = curl(f"http://{ctx.edge_http}/v2/models/mnist/infer", data=wild)
+    assert status == 200 and json.loads(body)["parameters"]["served_by"] == "CLOUD", (status, body)
+
+
+def triton_http(addr):
+    import tritonclient.http as th
+
+    return th, th.InferenceServerClient(url=addr, network_timeout=10)
+
+
+@check("tritonclient.http: live, ready, model ready, metadata, config (edge and cloud)")
+def _(ctx):
+    for addr, concrete in ((ctx.edge_http, "edge-mlp"), (ctx.cloud_http, "cloud-cnn")):
+        th, client = triton_http(addr)
+        assert client.is_server_live() and client.is_server_ready(), addr
+        for model in ("mnist", concrete):
+            assert client.is_model_ready(model), (addr, model)
+        assert not client.is_model_ready("no-such-model"), addr
+        meta = client.get_model_metadata("mnist")
+        assert meta["inputs"][0]["shape"] == [-1, 784], meta
+        assert meta["outputs"][0]["name"] == "probabilities", meta
+        config = client.get_model_config("mnist")
+        assert config["max_batch_size"] >= 1, config
+        assert client.get_server_metadata()["name"].startswith("edgeinfer")
+
+
+@check("tritonclient.http infer: 100 digits binary (FP32) and JSON (UINT8), a batch of 16, errors")
+def _(ctx):
+    for addr, need in ((ctx.edge_http, 97), (ctx.cloud_http, 98)):
+        th, client = triton_http(addr)
+        for dtype, binary in (("FP32", True), ("UINT8", False)):
+            right = 0
+            for image, label in zip(ctx.images[:100], ctx.labels[:100]):
+                data = image.reshape(1, 784)
+                data = data.astype(np.float32) / 255.0 if dtype == "FP32" else data.astype(np.uint8)
+                inp = th.InferInput("input", [1, 784], dtype)
+                inp.set_data_from_numpy(data, binary_data=binary)
+                out = th.InferRequestedOutput("probabilities", binary_data=binary)
+                result = client.infer("mnist", [inp], outputs=[out], parameters={"latency_budget_ms": 500})
+                probs = result.as_numpy("probabilities")
+                assert probs.shape == (1, 10), probs.shape
+                right += int(np.argmax(probs[0])) == int(label)
+            assert right >= need, f"{addr} {dtype}: {right}/100 right"
+            params = result.get_response()["parameters"]
+            assert params["served_by"] in ("EDGE", "CLOUD") and params["reason"], params
+        inp = th.InferInput("input", [16, 784], "FP32")
+        inp.set_data_from_numpy(ctx.images[:16].astype(np.float32) / 255.0)
+        probs = client.infer("mnist", [inp]).as_numpy("probabilities")
+        assert probs.shape == (16, 10) and int((probs.argmax(axis=1) == ctx.labels[:16]).sum()) >= 15, probs
+        nan = np.zeros((1, 784), np.float32)
+        nan[0, 7] = np.nan
+        inp = th.InferInput("input", [1, 784], "FP32")
+        inp.set_data_from_numpy(nan)
+        try:
+            client.infer("mnist", [inp])
+            raise AssertionError("NaN was accepted")
+        except th.InferenceServerException as e:
+            assert e.status() == "400" and "[7]: NaN is not a finite number" in e.message(), (e.status(), e)
+
+
 # === stubs generated from proto/ ===
 
 
@@ -496,7 +619,8 @@ def readme_blocks():
 
 
 def for_servers(ctx, text):
-    return text.replace(README_EDGE, ctx.edge).replace(README_CLOUD, ctx.cloud).replace(README_ADMIN, ctx.admin)
+    return (text.replace(README_EDGE, ctx.edge).replace(README_CLOUD, ctx.cloud).replace(README_ADMIN, ctx.admin)
+            .replace(README_EDGE_HTTP, ctx.edge_http).replace(README_CLOUD_HTTP, ctx.cloud_http))
 
 
 @check("README walkthrough: every `interop` block runs as written")
@@ -524,11 +648,13 @@ def _(ctx):
 
 
 def start_up(*args):
-    """Starts `edgeinfer up` on free ports with extra `args`; returns (process, edge, cloud)."""
+    """Starts `edgeinfer up` on free ports with extra `args`; returns (process, edge, cloud,
+    edge's OIP HTTP address)."""
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
         ["edgeinfer", "up", "--edge-listen", "127.0.0.1:0", "--cloud-listen", "127.0.0.1:0",
-         "--admin-listen", "127.0.0.1:0",
+         "--admin-listen", "127.0.0.1:0", "--edge-http-listen", "127.0.0.1:0",
+         "--cloud-http-listen", "127.0.0.1:0",
          "--edge-metrics-listen", "off", "--cloud-metrics-listen", "off", *args],
         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
     )
@@ -538,8 +664,9 @@ def start_up(*args):
         text = log.read()
         edge = re.search(r"edge listening on (\S+)", text)
         cloud = re.search(r"cloud listening on (\S+)", text)
-        if edge and cloud and "ready in" in text:
-            return proc, edge.group(1), cloud.group(1)
+        edge_http = re.search(r"edge OIP HTTP listening on ([0-9.:]+)", text)
+        if edge and cloud and edge_http and "ready in" in text:
+            return proc, edge.group(1), cloud.group(1), edge_http.group(1)
         if proc.poll() is not None:
             raise AssertionError(f"edgeinfer up exited {proc.returncode}:\n{text}")
         time.sleep(0.2)
@@ -565,7 +692,7 @@ def _(ctx):
         rc, out = run("set -euo pipefail\n" + certs, shell=True, cwd=scratch)
         assert rc == 0, f"certificate block failed:\n{out}"
         tls = Path(scratch) / "tls"
-        proc, edge, cloud = start_up("--tls-cert", str(tls / "node.pem"), "--tls-key", str(tls / "node.key"),
+        proc, edge, cloud, edge_http = start_up("--tls-cert", str(tls / "node.pem"), "--tls-key", str(tls / "node.key"),
                                      "--tls-ca", str(tls / "ca.pem"))
         try:
             env = dict(os.environ, EDGEINFER_ADDR=f"https://{edge}")
@@ -599,6 +726,21 @@ def _(ctx):
             result = client.infer("mnist", [pixels])
             got = result.as_numpy("probabilities").argmax(axis=1)
             assert list(got) == list(ctx.labels[:4]), (got, ctx.labels[:4])
+
+            # OIP over HTTP with the same certificate: curl and tritonclient.http over HTTPS;
+            # plaintext HTTP to the TLS listener gets no answer.
+            rc, out = run(["curl", "-sS", "--max-time", "5", "--cacert", str(tls / "ca.pem"),
+                           f"https://{edge_http}/v2/models/mnist"])
+            assert rc == 0 and json.loads(out)["name"] == "mnist", out
+            rc, out = run(["curl", "-sS", "--max-time", "5", f"http://{edge_http}/v2/health/ready"])
+            assert rc != 0, f"plaintext HTTP was answered by the TLS listener:\n{out}"
+            import tritonclient.http as th
+            client = th.InferenceServerClient(
+                edge_http, ssl=True, ssl_options={"ca_certs": str(tls / "ca.pem")})
+            pixels = th.InferInput("input", [4, 784], "UINT8")
+            pixels.set_data_from_numpy(ctx.images[:4].copy())
+            got = client.infer("mnist", [pixels]).as_numpy("probabilities").argmax(axis=1)
+            assert list(got) == list(ctx.labels[:4]), (got, ctx.labels[:4])
         finally:
             stop_up(proc)
 
@@ -617,13 +759,15 @@ def main():
     parser.add_argument("--edge", required=True, help="edge gRPC address, HOST:PORT")
     parser.add_argument("--cloud", required=True, help="cloud gRPC address, HOST:PORT")
     parser.add_argument("--admin", required=True, help="edge admin gRPC address, HOST:PORT")
+    parser.add_argument("--edge-http", required=True, help="edge OIP HTTP address, HOST:PORT")
+    parser.add_argument("--cloud-http", required=True, help="cloud OIP HTTP address, HOST:PORT")
     parser.add_argument("-k", dest="only", help="run only checks whose name contains this")
     args = parser.parse_args()
-    for tool in ("grpcurl", "edgeinfer"):
+    for tool in ("grpcurl", "edgeinfer", "curl"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not on PATH")
 
-    ctx = Context(args.edge, args.cloud, args.admin)
+    ctx = Context(args.edge, args.cloud, args.admin, args.edge_http, args.cloud_http)
     passed = failed = 0
     for name, fn in CHECKS:
         if args.only and args.only not in name:

@@ -73,6 +73,10 @@ pub struct LocalOptions {
     pub budget_ms: Option<u32>,
     /// TLS for both nodes and between them; plaintext when `None`.
     pub tls: Option<LocalTls>,
+    /// Edge OIP HTTP address, if any.
+    pub edge_http_listen: Option<SocketAddr>,
+    /// Cloud OIP HTTP address, if any.
+    pub cloud_http_listen: Option<SocketAddr>,
 }
 
 /// PEM files for [`LocalOptions::tls`]. Both nodes serve `cert`; the cloud also requires
@@ -108,6 +112,8 @@ impl Default for LocalOptions {
             threshold: None,
             budget_ms: None,
             tls: None,
+            edge_http_listen: None,
+            cloud_http_listen: None,
         }
     }
 }
@@ -125,6 +131,10 @@ pub struct LocalServers {
     pub edge_metrics: Option<SocketAddr>,
     /// Bound cloud metrics address.
     pub cloud_metrics: Option<SocketAddr>,
+    /// Bound edge OIP HTTP address.
+    pub edge_http: Option<SocketAddr>,
+    /// Bound cloud OIP HTTP address.
+    pub cloud_http: Option<SocketAddr>,
     edge_task: Running,
     /// `None` while the cloud is stopped.
     cloud_task: Option<Running>,
@@ -169,6 +179,7 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         tls_key: tls.map(|t| t.key.clone()),
         tls_client_ca: tls.map(|t| t.ca.clone()),
         auth_token: options.cloud_auth_token.clone().unwrap_or_default(),
+        http_listen: options.cloud_http_listen,
         ..CloudConfig::for_model(&options.cloud_model)
     };
     let cloud_prepared = cloud_node::prepare(cloud_config)?;
@@ -177,16 +188,14 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
             grpc: options.cloud_listen,
             admin: None,
             metrics: options.cloud_metrics_listen,
+            http: options.cloud_http_listen,
         },
         "CLOUD",
     )
     .await?;
     let cloud = cloud_listeners.grpc.local_addr()?;
-    let cloud_metrics = cloud_listeners
-        .metrics
-        .as_ref()
-        .map(|l| l.local_addr())
-        .transpose()?;
+    let cloud_metrics = bound(&cloud_listeners.metrics)?;
+    let cloud_http = bound(&cloud_listeners.http)?;
 
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut edge_config = EdgeConfig::for_model(&options.edge_model, format!("{scheme}://{cloud}"));
@@ -206,6 +215,7 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         .or_else(|| options.cloud_auth_token.clone())
         .unwrap_or_default();
     edge_config.metrics_listen = options.edge_metrics_listen;
+    edge_config.http_listen = options.edge_http_listen;
     edge_config.link_profile = options.profile.clone();
     edge_config.link_seed = options.seed;
     edge_config.link_trace_dir = options.link_trace_dir.clone();
@@ -221,6 +231,7 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
             grpc: options.edge_listen,
             admin: Some(options.edge_admin_listen),
             metrics: options.edge_metrics_listen,
+            http: options.edge_http_listen,
         },
         "EDGE",
     )
@@ -231,11 +242,8 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         .as_ref()
         .context("the admin listener was bound")?
         .local_addr()?;
-    let edge_metrics = edge_listeners
-        .metrics
-        .as_ref()
-        .map(|l| l.local_addr())
-        .transpose()?;
+    let edge_metrics = bound(&edge_listeners.metrics)?;
+    let edge_http = bound(&edge_listeners.http)?;
 
     let cloud_task = Running::spawn({
         let prepared = cloud_prepared.clone();
@@ -248,10 +256,17 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         cloud,
         edge_metrics,
         cloud_metrics,
+        edge_http,
+        cloud_http,
         edge_task,
         cloud_task: Some(cloud_task),
         cloud_prepared,
     })
+}
+
+/// The address an optional listener was bound to.
+fn bound(listener: &Option<tokio::net::TcpListener>) -> std::io::Result<Option<SocketAddr>> {
+    listener.as_ref().map(|l| l.local_addr()).transpose()
 }
 
 impl LocalServers {
@@ -270,6 +285,7 @@ impl LocalServers {
             grpc: self.cloud,
             admin: None,
             metrics: None,
+            http: self.cloud_http,
         };
         let listeners = bind_listeners(addresses, "CLOUD").await?;
         let prepared = self.cloud_prepared.clone();

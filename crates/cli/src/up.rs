@@ -59,6 +59,12 @@ pub struct UpArgs {
     /// certificates chain to it.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_ca: Option<PathBuf>,
+    /// Edge address of the Open Inference Protocol over HTTP (`/v2/...`; "off" to disable).
+    #[arg(long, default_value = "127.0.0.1:8000", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
+    pub edge_http_listen: std::option::Option<SocketAddr>,
+    /// Cloud address of the Open Inference Protocol over HTTP (`/v2/...`; "off" to disable).
+    #[arg(long, default_value = "127.0.0.1:8001", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
+    pub cloud_http_listen: std::option::Option<SocketAddr>,
 }
 
 /// Runs both nodes until Ctrl-C or SIGTERM.
@@ -86,6 +92,8 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
             }),
             _ => None,
         },
+        edge_http_listen: args.edge_http_listen,
+        cloud_http_listen: args.cloud_http_listen,
         ..defaults
     })
     .await?;
@@ -100,6 +108,14 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
             args.admin_token.is_some()
         )
     );
+    for (node, http) in [("edge", servers.edge_http), ("cloud", servers.cloud_http)] {
+        if let Some(addr) = http {
+            eprintln!(
+                "{node} OIP HTTP listening on {addr}; for example:\n  {}",
+                curl_command(addr, args.tls_ca.as_deref())
+            );
+        }
+    }
     if let Some(m) = servers.edge_metrics {
         eprintln!("edge metrics on http://{m}/metrics");
     }
@@ -130,6 +146,17 @@ fn admin_command(admin: SocketAddr, ca: Option<&Path>, token: bool) -> String {
         ""
     };
     format!("grpcurl {security}{auth} {admin} edgeinfer.v1.EdgeAdmin/GetStatus")
+}
+
+/// A curl line for a node's OIP HTTP model metadata (no token: `up` sets no data-plane token).
+fn curl_command(http: SocketAddr, ca: Option<&Path>) -> String {
+    match ca {
+        Some(ca) => format!(
+            "curl --cacert {} https://{http}/v2/models/mnist",
+            ca.display()
+        ),
+        None => format!("curl http://{http}/v2/models/mnist"),
+    }
 }
 
 /// grpcurl commands that work as printed from any directory: list the services, then classify

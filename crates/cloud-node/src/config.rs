@@ -8,10 +8,13 @@ use clap::Parser;
 use edgeinfer_serving::batcher::BatcherConfig;
 use edgeinfer_serving::server::DEFAULT_MAX_MESSAGE_BYTES;
 use edgeinfer_serving::tls::{self, TlsError};
+use std::sync::Arc;
+
+use edgeinfer_serving::tls::HttpTlsConfig;
 use tonic::transport::ServerTlsConfig;
 
 /// Serves the cloud model of edgeinfer over gRPC (native API, Open Inference Protocol, health,
-/// reflection) and Prometheus metrics over HTTP.
+/// reflection), the Open Inference Protocol over HTTP, and Prometheus metrics over HTTP.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "cloud-node", version, about, long_about = None)]
 pub struct CloudConfig {
@@ -81,6 +84,11 @@ pub struct CloudConfig {
     /// Log format: text or json.
     #[arg(long, env = "CLOUD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// HTTP address of the Open Inference Protocol over HTTP/REST (`/v2/...`), with the same
+    /// token and TLS as gRPC; "off" disables it.
+    #[arg(long, env = "CLOUD_HTTP_LISTEN", default_value = "0.0.0.0:8001", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
+    pub http_listen: std::option::Option<SocketAddr>,
 }
 
 impl CloudConfig {
@@ -104,12 +112,23 @@ impl CloudConfig {
         )
     }
 
+    /// The HTTP listener's TLS settings, from the same files; `None` for plaintext.
+    pub fn http_tls(&self) -> Result<Option<Arc<HttpTlsConfig>>, TlsError> {
+        tls::http_server_config(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_client_ca.as_deref(),
+            "CLOUD",
+        )
+    }
+
     /// Settings for a node on the given model with every other value at its default, as
     /// tests and `edgeinfer up` use it.
     pub fn for_model(model: impl Into<PathBuf>) -> Self {
         let mut c = Self::parse_from(["cloud-node"]);
         c.model = model.into();
         c.metrics_listen = None;
+        c.http_listen = None;
         c
     }
 }

@@ -1,5 +1,6 @@
 //! The cloud node: serves the larger full-precision model behind the edge, with the same native
-//! and Open Inference Protocol services, health, reflection and metrics.
+//! and Open Inference Protocol services, health, reflection and metrics, and the Open
+//! Inference Protocol over HTTP on its own listener.
 //!
 //! Invariant: the cloud knows nothing of the edge, its router or the link; to it the edge is
 //! just another client. Every answer is its model's, so `served_by` is CLOUD, and
@@ -27,7 +28,9 @@ use edgeinfer_serving::batcher::Batcher;
 use edgeinfer_serving::error::ServeError;
 use edgeinfer_serving::metrics::{Metrics, serve_metrics};
 use edgeinfer_serving::node::{Call, Node, argmax, model_ref};
+use edgeinfer_serving::oip_http::{HttpSettings, serve_http};
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
+use edgeinfer_serving::tls::HttpTlsConfig;
 use futures::FutureExt;
 use prometheus_client::registry::Registry;
 use tonic::transport::ServerTlsConfig;
@@ -100,12 +103,15 @@ pub struct Prepared {
     pub tls: Option<ServerTlsConfig>,
     /// The bearer token clients must present; `None` accepts any caller.
     pub auth_token: Option<String>,
+    /// The HTTP listener's TLS settings (the same files as `tls`); `None` for plaintext.
+    pub http_tls: Option<Arc<HttpTlsConfig>>,
 }
 
 /// Loads the model and the TLS files named in `config`, naming the setting at fault in the
 /// error.
 pub fn prepare(config: CloudConfig) -> anyhow::Result<Prepared> {
     let tls = config.server_tls()?;
+    let http_tls = config.http_tls()?;
     let auth_token = token_setting(
         &config.auth_token,
         config.auth_token_file.as_deref(),
@@ -118,6 +124,7 @@ pub fn prepare(config: CloudConfig) -> anyhow::Result<Prepared> {
         model,
         tls,
         auth_token,
+        http_tls,
     })
 }
 
@@ -133,6 +140,7 @@ pub async fn run(
         model,
         tls,
         auth_token,
+        http_tls,
     } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
     let node = Arc::new(CloudNode::new(model, &config, &mut registry));
@@ -144,12 +152,40 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let (routes, names) = node_routes(node, "edgeinfer-cloud", config.max_message_bytes);
+    let (routes, names) = node_routes(node.clone(), SERVER_NAME, config.max_message_bytes);
     if auth_token.is_none() {
         tracing::warn!("no auth token set: inference calls are accepted without credentials");
     }
     let auth = BearerAuthLayer::new(auth_token);
-    serve("data", listeners.grpc, routes, names, auth, tls, shutdown)
+    let http_auth = auth.clone();
+    let http = async {
+        let Some(listener) = listeners.http else {
+            return Ok(());
+        };
+        let settings = HttpSettings {
+            max_body_bytes: config.max_message_bytes,
+            auth: http_auth,
+            tls: http_tls,
+        };
+        serve_http(listener, node, SERVER_NAME, settings, shutdown.clone())
+            .await
+            .context("OIP HTTP server failed")
+    };
+    let grpc = async {
+        serve(
+            "data",
+            listeners.grpc,
+            routes,
+            names,
+            auth,
+            tls,
+            shutdown.clone(),
+        )
         .await
         .context("gRPC server failed")
+    };
+    tokio::try_join!(grpc, http).map(|_| ())
 }
+
+/// The name the node gives itself in OIP server metadata.
+const SERVER_NAME: &str = "edgeinfer-cloud";

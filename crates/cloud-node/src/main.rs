@@ -12,6 +12,7 @@ edgeinfer_serving::binary_main!(async {
         grpc: config.listen,
         admin: None,
         metrics: config.metrics_listen,
+        http: config.http_listen,
     };
     serve_node("cloud-node", "CLOUD", config, addresses, prepare, |p, l| {
         run(p, l, shutdown::signal())

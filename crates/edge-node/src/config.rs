@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::builder::PossibleValue;
 use clap::{Parser, ValueEnum};
@@ -11,7 +12,7 @@ use crate::policy::ConfidenceMetric;
 use edgeinfer_serving::auth::{TokenError, token_setting};
 use edgeinfer_serving::batcher::BatcherConfig;
 use edgeinfer_serving::server::DEFAULT_MAX_MESSAGE_BYTES;
-use edgeinfer_serving::tls::{self, ClientFiles, TlsError};
+use edgeinfer_serving::tls::{self, ClientFiles, HttpTlsConfig, TlsError};
 use tonic::transport::ServerTlsConfig;
 
 // The flag's spellings of the confidence metrics; the metric itself stays free of clap.
@@ -203,6 +204,11 @@ pub struct EdgeConfig {
     /// Log format: text or json.
     #[arg(long, env = "EDGE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// HTTP address of the Open Inference Protocol over HTTP/REST (`/v2/...`, routed as gRPC
+    /// calls are), with the same token and TLS as gRPC; "off" disables it.
+    #[arg(long, env = "EDGE_HTTP_LISTEN", default_value = "0.0.0.0:8000", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
+    pub http_listen: std::option::Option<SocketAddr>,
 }
 
 fn parse_unit(s: &str) -> Result<f32, String> {
@@ -228,6 +234,16 @@ impl EdgeConfig {
     /// The server's TLS settings, files read and checked; `None` for plaintext.
     pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, TlsError> {
         tls::server_config(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_client_ca.as_deref(),
+            "EDGE",
+        )
+    }
+
+    /// The HTTP listener's TLS settings, from the same files; `None` for plaintext.
+    pub fn http_tls(&self) -> Result<Option<Arc<HttpTlsConfig>>, TlsError> {
+        tls::http_server_config(
             self.tls_cert.as_deref(),
             self.tls_key.as_deref(),
             self.tls_client_ca.as_deref(),
@@ -266,6 +282,7 @@ impl EdgeConfig {
         c.cloud = cloud.into();
         c.metrics_listen = None;
         c.admin_listen = None;
+        c.http_listen = None;
         c
     }
 

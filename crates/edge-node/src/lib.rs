@@ -48,7 +48,9 @@ use edgeinfer_model::Classifier;
 use edgeinfer_serving::auth::BearerAuthLayer;
 use edgeinfer_serving::batcher::Batcher;
 use edgeinfer_serving::metrics::{Metrics, serve_metrics};
+use edgeinfer_serving::oip_http::{HttpSettings, serve_http};
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
+use edgeinfer_serving::tls::HttpTlsConfig;
 use futures::FutureExt;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -79,6 +81,8 @@ pub struct Prepared {
     pub tokens: Tokens,
     /// Where trace files named by profile documents from `SetLinkProfile` may be.
     pub traces: TraceSource,
+    /// The HTTP listener's TLS settings (the same files as `server_tls`); `None` for plaintext.
+    pub http_tls: Option<Arc<HttpTlsConfig>>,
 }
 
 /// Loads the model, the link profile and the TLS files and checks the cloud address, naming
@@ -93,6 +97,7 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
         )
     })?;
     let server_tls = config.server_tls()?;
+    let http_tls = config.http_tls()?;
     let tokens = config.tokens()?;
     let traces = match &config.link_trace_dir {
         None => TraceSource::None,
@@ -125,6 +130,7 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
         cloud_tls,
         tokens,
         traces,
+        http_tls,
     })
 }
 
@@ -235,6 +241,7 @@ pub async fn run(
         cloud_tls,
         tokens,
         traces,
+        http_tls,
     } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
     let metrics = Metrics::register(&mut registry);
@@ -291,16 +298,32 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let (routes, names) = node_routes(node.clone(), "edgeinfer-edge", config.max_message_bytes);
+    let (routes, names) = node_routes(node.clone(), SERVER_NAME, config.max_message_bytes);
+    let data_auth = BearerAuthLayer::new(tokens.data);
     let data = serve(
         "data",
         listeners.grpc,
         routes,
         names,
-        BearerAuthLayer::new(tokens.data),
+        data_auth.clone(),
         server_tls.clone(),
         shutdown.clone(),
     );
+    // OIP over HTTP: the same node (so through the router), token and TLS files as gRPC.
+    let (http_node, http_shutdown) = (node.clone(), shutdown.clone());
+    let http = async {
+        let Some(listener) = listeners.http else {
+            return Ok(());
+        };
+        let settings = HttpSettings {
+            max_body_bytes: config.max_message_bytes,
+            auth: data_auth,
+            tls: http_tls,
+        };
+        serve_http(listener, http_node, SERVER_NAME, settings, http_shutdown)
+            .await
+            .context("OIP HTTP server failed")
+    };
     // The admin plane: control calls on their own listener, with their own token, the same
     // TLS as the data plane. The data port does not serve them at all (UNIMPLEMENTED there).
     let admin = async {
@@ -326,9 +349,13 @@ pub async fn run(
         )
         .await
     };
-    let result = tokio::try_join!(data, admin).map(|_| ());
+    let grpc = async { tokio::try_join!(data, admin).context("gRPC server failed") };
+    let result = tokio::try_join!(grpc, http).map(|_| ());
     for task in background {
         task.abort();
     }
-    result.context("gRPC server failed")
+    result
 }
+
+/// The name the node gives itself in OIP server metadata.
+const SERVER_NAME: &str = "edgeinfer-edge";

@@ -12,6 +12,7 @@ edgeinfer_serving::binary_main!(async {
         grpc: config.listen,
         admin: config.admin_listen,
         metrics: config.metrics_listen,
+        http: config.http_listen,
     };
     serve_node("edge-node", "EDGE", config, addresses, prepare, |p, l| {
         run(p, l, shutdown::signal())

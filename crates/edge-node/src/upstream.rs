@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use edgeinfer::v1::infer_request::Input;
 use edgeinfer::v1::inference_client::InferenceClient;
-use edgeinfer::v1::{InferRequest, InferResponse, Pixels};
+use edgeinfer::v1::{InferRequest, InferResponse, Pixels, Values};
 use edgeinfer_linksim::{Link, LinkService, Transit};
 use edgeinfer_serving::answer::{Answer, Placement, Reason, Tier, Timing};
 use edgeinfer_serving::node::Call;
@@ -188,13 +188,20 @@ impl Upstream {
     }
 }
 
-/// The message sent to the cloud for `call`: 8-bit pixels when exact (a quarter of the bytes).
+/// The message sent to the cloud for `call`: 8-bit pixels when exact (a quarter of the bytes),
+/// float pixels when in [0, 1], else `values` (an Open Inference Protocol FP32 input may hold
+/// any finite number, which the native `pixels` refuse).
 fn cloud_request(call: &Call, timeout: Duration) -> InferRequest {
+    let values = &call.input.values;
     let input = if call.input.exact_u8 {
         Input::Raw(call.input.to_u8())
-    } else {
+    } else if values.iter().all(|v| (0.0..=1.0).contains(v)) {
         Input::Pixels(Pixels {
-            values: call.input.values.clone(),
+            values: values.clone(),
+        })
+    } else {
+        Input::Values(Values {
+            values: values.clone(),
         })
     };
     InferRequest {
@@ -350,6 +357,34 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("\"ftp\" is not supported")
+        );
+    }
+
+    #[test]
+    fn cloud_requests_carry_each_input_in_the_smallest_faithful_form() {
+        use edgeinfer_serving::input::Decoded;
+        let call = |values: Vec<f32>, exact_u8| Call {
+            id: "r".into(),
+            model: "mnist".into(),
+            input: Decoded { values, exact_u8 },
+            budget_ms: 0,
+            min_confidence: None,
+            placement: Placement::Auto,
+            received: tokio::time::Instant::now(),
+            deadline: None,
+        };
+        let timeout = Duration::from_millis(50);
+        let r = cloud_request(&call(vec![0.0, 1.0], true), timeout);
+        assert_eq!(r.input, Some(Input::Raw(vec![0, 255])));
+        let r = cloud_request(&call(vec![0.5, 0.25], false), timeout);
+        assert!(matches!(r.input, Some(Input::Pixels(_))));
+        // An OIP FP32 input may leave [0, 1]; the cloud's `pixels` would refuse it.
+        let r = cloud_request(&call(vec![0.5, -3.0], false), timeout);
+        assert_eq!(
+            r.input,
+            Some(Input::Values(Values {
+                values: vec![0.5, -3.0]
+            }))
         );
     }
 }

@@ -17,8 +17,9 @@ use futures::future::{BoxFuture, FutureExt};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-/// Paths that never need a token.
-const OPEN_PREFIXES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
+/// Paths that never need a token: gRPC health and reflection, and OIP's HTTP health
+/// (`/v2/health/live`, `/v2/health/ready`), which orchestrators probe without credentials.
+const OPEN_PREFIXES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection.", "/v2/health/"];
 
 /// Requires `authorization: Bearer <token>` when a token is configured.
 #[derive(Clone, Debug, Default)]
@@ -154,30 +155,44 @@ pub fn token_setting(
     }
 }
 
+impl BearerAuthLayer {
+    /// Checks one request's `authorization` header; the OIP HTTP front end calls it directly
+    /// so that both listeners apply the same rule.
+    pub fn check<B>(&self, req: &Request<B>) -> Result<(), tonic::Status> {
+        check(self.token.as_deref(), req)
+    }
+}
+
 impl<S> BearerAuth<S> {
     fn check<B>(&self, req: &Request<B>) -> Result<(), tonic::Status> {
-        let Some(token) = &self.token else {
-            return Ok(());
+        check(self.token.as_deref(), req)
+    }
+}
+
+/// The one rule: no token configured lets everything through; a presented token must match
+/// on every path; an absent one is allowed only on the open paths.
+fn check<B>(token: Option<&str>, req: &Request<B>) -> Result<(), tonic::Status> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    let header = req.headers().get(http::header::AUTHORIZATION);
+    let open = OPEN_PREFIXES
+        .iter()
+        .any(|p| req.uri().path().starts_with(p));
+    let Some(header) = header else {
+        return if open {
+            Ok(())
+        } else {
+            Err(tonic::Status::unauthenticated(
+                "authorization: this server requires `authorization: Bearer <token>`",
+            ))
         };
-        let header = req.headers().get(http::header::AUTHORIZATION);
-        let open = OPEN_PREFIXES
-            .iter()
-            .any(|p| req.uri().path().starts_with(p));
-        let Some(header) = header else {
-            return if open {
-                Ok(())
-            } else {
-                Err(tonic::Status::unauthenticated(
-                    "authorization: this server requires `authorization: Bearer <token>`",
-                ))
-            };
-        };
-        match header.as_bytes().strip_prefix(b"Bearer ") {
-            Some(p) if same(p, token.as_bytes()) => Ok(()),
-            _ => Err(tonic::Status::unauthenticated(
-                "authorization: the bearer token is not valid",
-            )),
-        }
+    };
+    match header.as_bytes().strip_prefix(b"Bearer ") {
+        Some(p) if same(p, token.as_bytes()) => Ok(()),
+        _ => Err(tonic::Status::unauthenticated(
+            "authorization: the bearer token is not valid",
+        )),
     }
 }
 

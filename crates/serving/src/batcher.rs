@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use edgeinfer_model::{Classifier, ModelMetadata};
+use edgeinfer_model::{Classifier, ModelError, ModelMetadata};
 use tokio::sync::oneshot;
 
 use crate::metrics::BatcherMetrics;
@@ -75,6 +75,12 @@ pub enum BatchError {
     /// The model failed on the batch.
     #[error("the model failed: {0}")]
     Model(String),
+    /// The request's input, outside [0, 1], drives the model's outputs to infinity or NaN: a
+    /// client's mistake (the values are too large for the network), not the model's.
+    #[error(
+        "input: the model's outputs overflow on these values (they leave [0, 1] by too much); scale the input"
+    )]
+    Overflow,
 }
 
 /// The result for one request.
@@ -265,6 +271,20 @@ impl Worker {
         }
     }
 
+    /// One request's forward pass on its own, after its batch gave non-finite outputs: the
+    /// input's fault when it leaves [0, 1], the model's when it does not.
+    fn score_alone(&self, input: &[f32]) -> Result<Vec<f32>, BatchError> {
+        match self.model.classify(input, 1) {
+            Ok(probabilities) => Ok(probabilities),
+            Err(ModelError::NonFiniteOutput(_))
+                if input.iter().any(|v| !(0.0..=1.0).contains(v)) =>
+            {
+                Err(BatchError::Overflow)
+            }
+            Err(e) => Err(BatchError::Model(e.to_string())),
+        }
+    }
+
     fn compute(&self, batch: &mut Vec<Job>) {
         // Callers that gave up (deadline, cancellation) are not computed for.
         let before = batch.len();
@@ -294,22 +314,36 @@ impl Worker {
         ewma(&self.estimates.batch_ns, nanos);
         ewma(&self.estimates.item_ns, nanos / n as u64);
         let classes = self.model.metadata().labels.len();
-        for (i, job) in batch.drain(..).enumerate() {
-            let queue = started.saturating_duration_since(job.enqueued);
-            self.metrics.queue_seconds.observe(queue.as_secs_f64());
-            let answer = match &result {
-                Ok(probs) if probs.len() == n * classes => Ok(Scored {
-                    probabilities: probs[i * classes..(i + 1) * classes].to_vec(),
-                    queue,
-                    compute,
-                    batch_size: n,
-                }),
-                Ok(probs) => Err(BatchError::Model(format!(
+        let rows: Vec<Result<Vec<f32>, BatchError>> = match result {
+            Ok(probs) if probs.len() == n * classes => {
+                probs.chunks(classes).map(|c| Ok(c.to_vec())).collect()
+            }
+            Ok(probs) => {
+                let e = format!(
                     "returned {} probabilities for a batch of {n} with {classes} labels",
                     probs.len()
-                ))),
-                Err(e) => Err(BatchError::Model(e.to_string())),
-            };
+                );
+                (0..n).map(|_| Err(BatchError::Model(e.clone()))).collect()
+            }
+            // Non-finite outputs: score each request alone, so that one request whose huge
+            // values overflow the network fails alone instead of failing its whole batch.
+            Err(ModelError::NonFiniteOutput(_)) => batch
+                .iter()
+                .map(|job| self.score_alone(&job.input))
+                .collect(),
+            Err(e) => (0..n)
+                .map(|_| Err(BatchError::Model(e.to_string())))
+                .collect(),
+        };
+        for (job, row) in batch.drain(..).zip(rows) {
+            let queue = started.saturating_duration_since(job.enqueued);
+            self.metrics.queue_seconds.observe(queue.as_secs_f64());
+            let answer = row.map(|probabilities| Scored {
+                probabilities,
+                queue,
+                compute,
+                batch_size: n,
+            });
             self.estimates.in_flight.fetch_sub(1, Ordering::Relaxed);
             // The caller may have gone in the meantime; nothing to do then.
             let _ = job.reply.send(answer);
@@ -344,6 +378,13 @@ mod tests {
             self.entered.fetch_add(1, Ordering::SeqCst);
             let _held = self.gate.lock().unwrap();
             self.batches.lock().unwrap().push(batch);
+            // As a real network: huge inputs overflow it; 0.75 as a second value stands for
+            // broken weights (NaN from an ordinary input).
+            if let Some(i) =
+                (0..batch).find(|&i| inputs[i * 2 + 1] > 1e30 || inputs[i * 2 + 1] == 0.75)
+            {
+                return Err(ModelError::NonFiniteOutput(format!("row {i} of {batch}")));
+            }
             // Probability of label 1 is the first input value: lets tests match rows.
             Ok((0..batch)
                 .flat_map(|i| {
@@ -397,11 +438,13 @@ mod tests {
         assert_eq!(*model.batches.lock().unwrap(), vec![1]);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn waiting_requests_are_batched_together() {
-        let model = recorder();
-        let b = batcher(model.clone(), 8, 64);
-        // Hold the model so that requests pile up behind the first batch.
+    /// Holds the worker inside the model with one request, queues `inputs` behind it, then
+    /// lets the model go: the queued requests form one batch. Their answers, in order.
+    async fn behind_one(
+        model: &Recorder,
+        b: &Batcher,
+        inputs: Vec<Vec<f32>>,
+    ) -> Vec<Result<Scored, BatchError>> {
         let held = model.gate.lock().unwrap();
         let first = tokio::spawn({
             let b = b.clone();
@@ -411,23 +454,57 @@ mod tests {
         while model.entered.load(Ordering::SeqCst) < 1 {
             tokio::task::yield_now().await;
         }
-        let rest: Vec<_> = (1..=5)
-            .map(|i| {
+        let n = inputs.len();
+        let rest: Vec<_> = inputs
+            .into_iter()
+            .map(|input| {
                 let b = b.clone();
-                tokio::spawn(async move { b.classify(vec![i as f32 / 10.0, 0.0]).await })
+                tokio::spawn(async move { b.classify(input).await })
             })
             .collect();
-        while b.tx.len() < 5 {
+        while b.tx.len() < n {
             tokio::task::yield_now().await;
         }
         drop(held);
         first.await.unwrap().unwrap();
-        for (i, r) in rest.into_iter().enumerate() {
-            let s = r.await.unwrap().unwrap();
+        let mut answers = Vec::with_capacity(n);
+        for r in rest {
+            answers.push(r.await.unwrap());
+        }
+        answers
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_requests_are_batched_together() {
+        let model = recorder();
+        let b = batcher(model.clone(), 8, 64);
+        let inputs = (1..=5).map(|i| vec![i as f32 / 10.0, 0.0]).collect();
+        for (i, r) in behind_one(&model, &b, inputs).await.into_iter().enumerate() {
+            let s = r.unwrap();
             assert!((s.probabilities[1] - (i + 1) as f32 / 10.0).abs() < 1e-6);
             assert_eq!(s.batch_size, 5);
         }
         assert_eq!(*model.batches.lock().unwrap(), vec![1, 5]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_input_that_overflows_the_model_fails_alone_not_its_batch() {
+        let model = recorder();
+        let b = batcher(model.clone(), 8, 64);
+        let inputs = vec![vec![0.1, 0.0], vec![0.2, 1e31], vec![0.3, 0.0]];
+        let answers = behind_one(&model, &b, inputs).await;
+        assert!((answers[0].as_ref().unwrap().probabilities[1] - 0.1).abs() < 1e-6);
+        assert!(
+            matches!(answers[1], Err(BatchError::Overflow)),
+            "{:?}",
+            answers[1]
+        );
+        assert!((answers[2].as_ref().unwrap().probabilities[1] - 0.3).abs() < 1e-6);
+        // The batch of three, then each of its requests alone.
+        assert_eq!(*model.batches.lock().unwrap(), vec![1, 3, 1, 1, 1]);
+        // Non-finite outputs from an input in [0, 1] are the model's fault.
+        let e = b.classify(vec![0.5, 0.75]).await.unwrap_err();
+        assert!(matches!(e, BatchError::Model(_)), "{e}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

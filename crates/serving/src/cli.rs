@@ -80,7 +80,7 @@ where
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    tracing::info!(grpc = %addresses.grpc, admin = ?addresses.admin, metrics = ?addresses.metrics, "{name} listening");
+    tracing::info!(grpc = %addresses.grpc, admin = ?addresses.admin, http = ?addresses.http, metrics = ?addresses.metrics, "{name} listening");
     match run(prepared, listeners).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -131,6 +131,8 @@ pub struct Addresses {
     pub admin: Option<SocketAddr>,
     /// Prometheus metrics, if any.
     pub metrics: Option<SocketAddr>,
+    /// OIP over HTTP, if any.
+    pub http: Option<SocketAddr>,
 }
 
 /// Binds a node's listeners; errors name the flag and its environment twin (`prefix` is
@@ -155,10 +157,15 @@ pub async fn bind_listeners(addresses: Addresses, prefix: &str) -> anyhow::Resul
         None => None,
         Some(addr) => Some(bind(addr, "--metrics-listen", prefix, "METRICS_LISTEN").await?),
     };
+    let http = match addresses.http {
+        None => None,
+        Some(addr) => Some(bind(addr, "--http-listen", prefix, "HTTP_LISTEN").await?),
+    };
     Ok(Listeners {
         grpc,
         admin,
         metrics,
+        http,
     })
 }
 

@@ -1,6 +1,8 @@
 //! Serving errors and their one mapping to gRPC status codes. A client's mistake is
 //! INVALID_ARGUMENT or NOT_FOUND with a message naming the field; overload is
-//! RESOURCE_EXHAUSTED; only the server's own faults are INTERNAL.
+//! RESOURCE_EXHAUSTED; only the server's own faults are INTERNAL. The OIP HTTP front end
+//! answers through the gRPC OIP service, so its HTTP statuses derive from those codes by one
+//! table, [`http_status`], and never from the errors directly.
 
 use tonic::Status;
 
@@ -29,6 +31,18 @@ pub enum ServeError {
         /// Names this node serves.
         served: String,
     },
+    /// The model exists but not in the version asked for.
+    #[error(
+        "model_version: {model:?} has no version {requested:?}; this node serves version {served:?}"
+    )]
+    UnknownVersion {
+        /// The model.
+        model: String,
+        /// The version asked for.
+        requested: String,
+        /// The version served.
+        served: String,
+    },
     /// The model's queue is full, or the model failed.
     #[error(transparent)]
     Batch(#[from] BatchError),
@@ -45,13 +59,39 @@ impl From<ServeError> for Status {
         let message = e.to_string();
         match e {
             ServeError::Input(_) | ServeError::Field { .. } => Status::invalid_argument(message),
-            ServeError::UnknownModel { .. } => Status::not_found(message),
+            ServeError::UnknownModel { .. } | ServeError::UnknownVersion { .. } => {
+                Status::not_found(message)
+            }
             ServeError::Batch(BatchError::QueueFull(_)) => Status::resource_exhausted(message),
             ServeError::Batch(BatchError::Stopped) => Status::unavailable(message),
             ServeError::Batch(BatchError::Model(_)) => Status::internal(message),
+            ServeError::Batch(BatchError::Overflow) => Status::invalid_argument(message),
             ServeError::DeadlineExceeded => Status::deadline_exceeded(message),
             ServeError::Unauthenticated(_) => Status::unauthenticated(message),
         }
+    }
+}
+
+/// The HTTP status that answers a gRPC code on the OIP HTTP listener: 400 for a bad request,
+/// 404 for an unknown model, 401 for a missing or wrong token, 429 when the queue is full, 503
+/// when the node is stopping, 504 when the budget or deadline passed (the status KServe and
+/// Triton clients expect for each case).
+pub fn http_status(code: tonic::Code) -> http::StatusCode {
+    use http::StatusCode as H;
+    use tonic::Code as G;
+    match code {
+        G::Ok => H::OK,
+        G::InvalidArgument | G::OutOfRange | G::FailedPrecondition => H::BAD_REQUEST,
+        G::NotFound => H::NOT_FOUND,
+        G::AlreadyExists | G::Aborted => H::CONFLICT,
+        G::Unauthenticated => H::UNAUTHORIZED,
+        G::PermissionDenied => H::FORBIDDEN,
+        G::ResourceExhausted => H::TOO_MANY_REQUESTS,
+        G::Unavailable => H::SERVICE_UNAVAILABLE,
+        G::DeadlineExceeded => H::GATEWAY_TIMEOUT,
+        G::Cancelled => H::from_u16(499).unwrap_or(H::BAD_REQUEST),
+        G::Unimplemented => H::NOT_IMPLEMENTED,
+        G::Unknown | G::Internal | G::DataLoss => H::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -59,6 +99,33 @@ impl From<ServeError> for Status {
 mod tests {
     use super::*;
     use tonic::Code;
+
+    #[test]
+    fn http_statuses_follow_the_grpc_codes() {
+        let cases = [
+            (ServeError::Input(InputError::Missing), 400),
+            (
+                ServeError::UnknownModel {
+                    requested: "x".into(),
+                    served: "mnist".into(),
+                },
+                404,
+            ),
+            (ServeError::Batch(BatchError::QueueFull(3)), 429),
+            (ServeError::Batch(BatchError::Stopped), 503),
+            (ServeError::Batch(BatchError::Overflow), 400),
+            (ServeError::DeadlineExceeded, 504),
+            (ServeError::Unauthenticated("no".into()), 401),
+        ];
+        for (e, want) in cases {
+            let shown = e.to_string();
+            assert_eq!(
+                http_status(Status::from(e).code()).as_u16(),
+                want,
+                "{shown}"
+            );
+        }
+    }
 
     #[test]
     fn user_mistakes_map_to_client_codes() {

@@ -73,7 +73,7 @@ pub enum InputError {
         shape: Vec<usize>,
     },
     /// A value is NaN or infinite.
-    #[error("{field}[{index}]: {value} is not a finite number; pixels are floats in [0, 1]")]
+    #[error("{field}[{index}]: {value} is not a finite number")]
     NotFinite {
         /// The field.
         field: String,
@@ -137,7 +137,8 @@ impl Default for InputLimits {
 /// forwarded as `raw`, a quarter of the bytes of floats, without loss).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decoded {
-    /// Values in [0, 1], row-major, `spec.len()` of them.
+    /// Finite values, row-major, `spec.len()` of them: in [0, 1] except from an Open Inference
+    /// Protocol FP32 tensor or native `values`, which take any finite value.
     pub values: Vec<f32>,
     /// True when every value is k/255 for an integer k.
     pub exact_u8: bool,
@@ -184,6 +185,14 @@ pub fn decode_native(
             Ok(Decoded::from_u8(raw))
         }
         Some(Input::Image(bytes)) => decode_image(bytes, spec, limits),
+        Some(Input::Values(v)) => {
+            check_len("values.values", v.values.len(), spec)?;
+            check_finite("values.values", &v.values)?;
+            Ok(Decoded {
+                values: v.values.clone(),
+                exact_u8: false,
+            })
+        }
     }
 }
 
@@ -202,23 +211,30 @@ fn check_len(field: &str, got: usize, spec: &InputSpec) -> Result<(), InputError
 
 fn check_floats(field: &str, values: &[f32], spec: &InputSpec) -> Result<(), InputError> {
     check_len(field, values.len(), spec)?;
-    check_range(field, values, 0)
+    check_range(field, values)
 }
 
-/// Checks every value is finite and in [0, 1]; `offset` is added to reported indices.
-fn check_range(field: &str, values: &[f32], offset: usize) -> Result<(), InputError> {
+/// Checks every value is finite, naming the first that is not: a model takes any number it is
+/// given, but NaN and infinities only poison its output.
+fn check_finite(field: &str, values: &[f32]) -> Result<(), InputError> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(InputError::NotFinite {
+            field: field.to_string(),
+            index,
+            value: values[index],
+        }),
+    }
+}
+
+/// Checks every value is finite and in [0, 1], the native `pixels` contract.
+fn check_range(field: &str, values: &[f32]) -> Result<(), InputError> {
+    check_finite(field, values)?;
     for (i, &v) in values.iter().enumerate() {
-        if !v.is_finite() {
-            return Err(InputError::NotFinite {
-                field: field.to_string(),
-                index: offset + i,
-                value: v,
-            });
-        }
         if !(0.0..=1.0).contains(&v) {
             return Err(InputError::OutOfRange {
                 field: field.to_string(),
-                index: offset + i,
+                index: i,
                 value: v,
             });
         }
@@ -293,7 +309,8 @@ fn light_background(pixels: &[u8], h: usize, w: usize) -> bool {
 }
 
 /// Decodes the single input tensor of an Open Inference Protocol request into rows of the
-/// model's input. Accepts FP32 (values in [0, 1]) and UINT8 (0 to 255), in
+/// model's input. Accepts FP32 (any finite value: a model takes what it is given) and UINT8
+/// (0 to 255, scaled to [0, 1]), in
 /// `raw_input_contents` (little-endian) or typed `contents`, with a shape whose first dimension
 /// is the batch and whose other dimensions hold exactly one input: `[B, 784]` or
 /// `[B, 1, 28, 28]` for a 1x28x28 model.
@@ -367,7 +384,7 @@ pub fn decode_oip(
                     tensor.shape
                 )));
             }
-            check_range(&field, &floats, 0)?;
+            check_finite(&field, &floats)?;
             floats
         }
         "UINT8" => {
@@ -401,7 +418,7 @@ pub fn decode_oip(
         }
         other => {
             return Err(tensor_err(format!(
-                "datatype {other:?} is not supported; send FP32 (values in [0, 1]) or UINT8"
+                "datatype {other:?} is not supported; send FP32 or UINT8"
             )));
         }
     };
@@ -602,6 +619,67 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert!(rows[0].values.iter().all(|&v| v == 0.0));
         assert!(rows[1].values.iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn oip_fp32_takes_any_finite_value_and_names_the_first_that_is_not() {
+        let mut t = tensor("FP32", vec![1, 784]);
+        let mut values = vec![0.5f32; 784];
+        values[0] = -7.5;
+        values[1] = 1e30;
+        t.contents = Some(InferTensorContents {
+            fp32_contents: values.clone(),
+            ..Default::default()
+        });
+        let rows = decode_oip(&t, None, &spec(), &InputLimits::default()).unwrap();
+        assert_eq!(rows[0].values, values);
+        assert!(!rows[0].exact_u8);
+        for (bad, shown) in [
+            (f32::NAN, "NaN"),
+            (f32::INFINITY, "inf"),
+            (f32::NEG_INFINITY, "-inf"),
+        ] {
+            t.contents.as_mut().unwrap().fp32_contents[300] = bad;
+            let e = decode_oip(&t, None, &spec(), &InputLimits::default()).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("inputs[0] (input)[300]: {shown} is not a finite number")
+            );
+        }
+    }
+
+    #[test]
+    fn native_values_take_any_finite_value_but_pixels_keep_their_range() {
+        let mut values = vec![2.0f32; 784];
+        let d = decode_native(
+            Some(&Input::Values(edgeinfer::v1::Values {
+                values: values.clone(),
+            })),
+            &spec(),
+            &InputLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(d.values, values);
+        let e = decode_native(
+            Some(&Input::Pixels(Pixels {
+                values: values.clone(),
+            })),
+            &spec(),
+            &InputLimits::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, InputError::OutOfRange { index: 0, .. }), "{e}");
+        values[5] = f32::NAN;
+        let e = decode_native(
+            Some(&Input::Values(edgeinfer::v1::Values { values })),
+            &spec(),
+            &InputLimits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "values.values[5]: NaN is not a finite number"
+        );
     }
 
     #[test]

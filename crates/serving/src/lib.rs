@@ -10,6 +10,8 @@
 //! - [`node`]: the [`node::Node`] trait the front ends call, and the decoded [`node::Call`].
 //! - [`native`]: the native `edgeinfer.v1.Inference` service over a node.
 //! - [`oip`]: the Open Inference Protocol service over a node.
+//! - [`oip_http`]: the Open Inference Protocol over HTTP/REST, transcoded onto [`oip`].
+//! - [`oip_json`]: the HTTP binding's JSON (and binary tensors) to and from OIP messages.
 //! - [`error`]: serving errors and their one mapping to gRPC codes.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`auth`]: bearer-token check as a tower layer.
@@ -33,6 +35,8 @@ pub mod metrics;
 pub mod native;
 pub mod node;
 pub mod oip;
+pub mod oip_http;
+pub mod oip_json;
 pub mod server;
 pub mod shutdown;
 pub mod tls;

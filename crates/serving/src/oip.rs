@@ -50,6 +50,11 @@ impl<N> OipService<N> {
             server_name: server_name.into(),
         }
     }
+
+    /// The node served.
+    pub fn node(&self) -> &Arc<N> {
+        &self.node
+    }
 }
 
 fn field(field: &str, message: impl Into<String>) -> ServeError {
@@ -122,6 +127,24 @@ fn tensor_metadata(meta: &ModelMetadata) -> (Vec<TensorMetadata>, Vec<TensorMeta
     (inputs, outputs)
 }
 
+/// Resolves a model name and, when one is given, its version: a version the node does not
+/// serve is NOT_FOUND, as an unknown model is.
+fn resolve_version<'a, N: Node>(
+    node: &'a N,
+    name: &str,
+    version: &str,
+) -> Result<crate::node::Resolved<'a>, ServeError> {
+    let resolved = node.resolve(name)?;
+    if !version.is_empty() && version != resolved.meta.version {
+        return Err(ServeError::UnknownVersion {
+            model: resolved.name.to_string(),
+            requested: version.to_string(),
+            served: resolved.meta.version.clone(),
+        });
+    }
+    Ok(resolved)
+}
+
 impl<N: Node> OipService<N> {
     async fn model_infer_inner(
         &self,
@@ -130,7 +153,7 @@ impl<N: Node> OipService<N> {
         deadline: Option<std::time::Duration>,
     ) -> Result<ModelInferResponse, ServeError> {
         let node = &*self.node;
-        let resolved = node.resolve(&request.model_name)?;
+        let resolved = resolve_version(node, &request.model_name, &request.model_version)?;
         if request.inputs.len() != 1 {
             return Err(field(
                 "inputs",
@@ -322,7 +345,7 @@ impl<N: Node> GrpcInferenceService for OipService<N> {
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = request.into_inner();
-        let resolved = self.node.resolve(&r.name).map_err(Status::from)?;
+        let resolved = resolve_version(&*self.node, &r.name, &r.version).map_err(Status::from)?;
         let (inputs, outputs) = tensor_metadata(resolved.meta);
         Ok(Response::new(ModelMetadataResponse {
             name: resolved.name.to_string(),

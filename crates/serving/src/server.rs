@@ -33,6 +33,8 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// Prometheus metrics, when enabled.
     pub metrics: Option<TcpListener>,
+    /// The Open Inference Protocol over HTTP (`/v2/...`), when enabled.
+    pub http: Option<TcpListener>,
 }
 
 /// The services every node serves: the native API and the Open Inference Protocol, with the

@@ -6,6 +6,12 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_rustls::rustls;
+
+/// The HTTP listener's TLS configuration (rustls, as tonic's).
+pub type HttpTlsConfig = rustls::ServerConfig;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
@@ -39,6 +45,16 @@ pub enum TlsError {
         path: PathBuf,
         /// What was expected: "CERTIFICATE" or "PRIVATE KEY".
         kind: &'static str,
+    },
+    /// The PEM blocks were found but rustls cannot use them (for the HTTP listener).
+    #[error("{flag} {}: {message}", path.display())]
+    Unusable {
+        /// The flag and environment variable that named the file.
+        flag: String,
+        /// The file.
+        path: PathBuf,
+        /// What rustls said.
+        message: String,
     },
 }
 
@@ -109,6 +125,65 @@ pub fn server_config(
         config = config.client_ca_root(Certificate::from_pem(ca));
     }
     Ok(Some(config))
+}
+
+/// The same settings as [`server_config`], for the OIP HTTP listener: tonic's configuration is
+/// opaque, so the HTTP server builds its own rustls one from the same files (ring, as tonic's;
+/// HTTP/1.1 by ALPN). `None` when `cert` is not set.
+pub fn http_server_config(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    client_ca: Option<&Path>,
+    env_prefix: &str,
+) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    let unusable = |flag: &str, path: &Path, message: String| TlsError::Unusable {
+        flag: flag.to_string(),
+        path: path.to_path_buf(),
+        message,
+    };
+    let certs = |flag: &str, path: &Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        let pem = read_pem(flag, path, "CERTIFICATE")?;
+        CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| unusable(flag, path, e.to_string()))
+    };
+    let cert_flag = flag("tls-cert", env_prefix);
+    let key_flag = flag("tls-key", env_prefix);
+    let chain = certs(&cert_flag, cert)?;
+    let private_key = PrivateKeyDer::from_pem_slice(&read_pem(&key_flag, key, "PRIVATE KEY")?)
+        .map_err(|e| unusable(&key_flag, key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| unusable(&cert_flag, cert, e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let ca_flag = flag("tls-client-ca", env_prefix);
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs(&ca_flag, ca)? {
+                roots
+                    .add(c)
+                    .map_err(|e| unusable(&ca_flag, ca, e.to_string()))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(|e| unusable(&ca_flag, ca, e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, private_key)
+        .map_err(|e| unusable(&key_flag, key, e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(config)))
 }
 
 /// Files of a client's TLS settings, each with the flag that named it (for errors).
