@@ -24,8 +24,10 @@ if [ ${#targets[@]} -eq 0 ]; then
     targets=(image native oip model_file link_profile link_trace)
 fi
 
+bins=()
+for t in "${targets[@]}"; do bins+=(--bin "$t"); done
 echo "building ${#targets[@]} fuzz targets ($(date +%T))"
-cargo build --release --locked --target "$host" $(printf -- '--bin %s ' "${targets[@]}")
+cargo build --release --locked --target "$host" "${bins[@]}"
 echo "built ($(date +%T))"
 
 work=$(mktemp -d)
