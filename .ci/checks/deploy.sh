@@ -7,7 +7,9 @@
 #   3. the compose demo runs for real: both services healthy; EDGE and CLOUD answers through the
 #      edge's published port; cloud stopped, then cut off the network: every request still
 #      answered, by the edge, degraded; cloud answers return after start / reconnect;
-#      `--scale cloud=3`: every replica answers part of the load (each one's own metrics).
+#      `--scale cloud=3`: every replica answers part of the load (each one's own metrics);
+#      `--profile link-proxy`: the edge reaches the cloud through `edgeinfer link proxy` (lte)
+#      and its cloud answers carry lte's delay.
 # Everything it starts is torn down on exit, also on failure. DEPLOY_PROFILE=release|dev picks
 # the cargo profile (default dev: .ci/run has just built it for the tests); DEPLOY_NO_CARGO=1
 # uses the binaries already in target/ as they are; DEPLOY_MODELS=DIR ships other model files.
@@ -76,6 +78,7 @@ fi
 say "compose tool: ${compose_cmd[*]} ($("${compose_cmd[@]}" version --short 2>/dev/null || echo '?'))"
 "${compose_cmd[@]}" -f deploy/docker-compose.yml config -q
 "${compose_cmd[@]}" -f deploy/docker-compose.yml --profile prometheus config -q
+"${compose_cmd[@]}" -f deploy/docker-compose.yml --profile link-proxy config -q
 
 # === 2. images, no registry ====================================================================
 docker info >/dev/null 2>&1 || fail "no Docker engine answers"
@@ -248,5 +251,25 @@ while :; do
     sleep 3
 done
 summary "$work/$project-scaled.json"
+
+say "--profile link-proxy: edge -> edgeinfer link proxy (lte) -> cloud, the edge's own link ideal"
+# The edge is recreated with the new settings; one cloud replica again. The profile goes by
+# COMPOSE_PROFILES, so that the teardown's `down` removes the proxy too.
+export EDGE_CLOUD=http://link-proxy:50053 EDGE_LINK_PROFILE=ideal LINK_PROXY_PROFILE=lte
+export COMPOSE_PROFILES=link-proxy
+compose up -d --scale cloud=1
+wait_healthy link-proxy 1
+wait_healthy edge 1
+edge=http://$(compose port edge 50051)
+wait_cloud_answers "through the link proxy"
+f=$work/$project-proxy.json
+bench_json "$f" --requests 40 --concurrency 1 --placement cloud
+summary "$f"
+jq -c '.latency_us | {p50, p99}' "$f"
+[ "$(field "$f" '.served_by.cloud // 0')" -gt 0 ] || fail "link proxy: no CLOUD answer"
+# lte's round trip is 37 ms at the median; directly (ideal) a cloud answer takes about 1 ms.
+p50=$(field "$f" .latency_us.p50)
+[ "$p50" -ge 25000 ] || fail "link proxy: cloud answers' median $p50 us, not lte's delay (>= 25 ms)"
+say "through the proxy: median $((p50 / 1000)) ms (lte's round trip: 37 ms)"
 
 say "passed"

@@ -9,6 +9,7 @@ use clap::builder::PossibleValue;
 use clap::{Parser, ValueEnum};
 
 use crate::policy::ConfidenceMetric;
+use edgeinfer_linksim::LinkTimer;
 use edgeinfer_serving::auth::{TokenError, token_setting};
 use edgeinfer_serving::batcher::BatcherConfig;
 use edgeinfer_serving::server::DEFAULT_MAX_MESSAGE_BYTES;
@@ -209,6 +210,22 @@ pub struct EdgeConfig {
     /// calls are), with the same token and TLS as gRPC; "off" disables it.
     #[arg(long, env = "EDGE_HTTP_LISTEN", default_value = "0.0.0.0:8000", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
     pub http_listen: std::option::Option<SocketAddr>,
+
+    /// How the simulated link waits out each message's delay: "precise" (a timerfd thread,
+    /// within tens of microseconds; what a 1 ms URLLC link needs) or "tokio" (tokio's timer,
+    /// up to 1 ms late per direction, no timer thread).
+    #[arg(long, env = "EDGE_LINK_TIMER", default_value = "precise", value_parser = parse_link_timer)]
+    pub link_timer: LinkTimer,
+}
+
+fn parse_link_timer(s: &str) -> Result<LinkTimer, String> {
+    match s {
+        "precise" => Ok(LinkTimer::Precise),
+        "tokio" => Ok(LinkTimer::Tokio),
+        _ => Err(format!(
+            "{s:?} is not a link timer; expected precise or tokio"
+        )),
+    }
 }
 
 fn parse_unit(s: &str) -> Result<f32, String> {

@@ -246,7 +246,7 @@ pub async fn run(
     let mut registry = Registry::with_prefix("edgeinfer");
     let metrics = Metrics::register(&mut registry);
     let gauges = RouterGauges::register(&mut registry);
-    let link = Link::new(profile, config.link_seed);
+    let link = Link::new(profile, config.link_seed).with_timer(config.link_timer);
     let upstream = if config.has_cloud() {
         Some(Upstream::new(
             &config.cloud,

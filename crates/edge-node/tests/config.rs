@@ -54,6 +54,13 @@ fn bad_values_exit_64_naming_the_setting() {
     let (code, err) = edge(&[], &[("EDGE_CLOUD", "cloud:50052")]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("EDGE_CLOUD"), "{err}");
+
+    let (code, err) = edge(&["--link-timer", "hpet"], &[]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("--link-timer") && err.contains("precise or tokio"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -74,6 +81,7 @@ fn help_shows_every_setting_with_its_environment_twin() {
         "EDGE_THRESHOLD",
         "EDGE_BUDGET_MS",
         "EDGE_CLOUD_TOKEN",
+        "EDGE_LINK_TIMER",
     ] {
         assert!(help.contains(env), "{env} missing from --help");
     }
