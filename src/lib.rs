@@ -39,6 +39,8 @@ pub mod service_names {
     pub const INFERENCE: &str = "edgeinfer.v1.Inference";
     /// The edge administration service.
     pub const EDGE_ADMIN: &str = "edgeinfer.v1.EdgeAdmin";
+    /// The model control service (both nodes' admin listeners).
+    pub const MODEL_ADMIN: &str = "edgeinfer.v1.ModelAdmin";
     /// The Open Inference Protocol service.
     pub const OIP: &str = "inference.GRPCInferenceService";
 }

@@ -73,6 +73,10 @@ pub struct LocalOptions {
     pub budget_ms: Option<u32>,
     /// TLS for both nodes and between them; plaintext when `None`.
     pub tls: Option<LocalTls>,
+    /// Cloud admin address (`ModelAdmin`), if any; it takes `admin_token` too.
+    pub cloud_admin_listen: Option<SocketAddr>,
+    /// Milliseconds between checks of both model files for changes, when not the default.
+    pub model_watch_ms: Option<u64>,
 }
 
 /// PEM files for [`LocalOptions::tls`]. Both nodes serve `cert`; the cloud also requires
@@ -108,6 +112,8 @@ impl Default for LocalOptions {
             threshold: None,
             budget_ms: None,
             tls: None,
+            cloud_admin_listen: Some(any),
+            model_watch_ms: None,
         }
     }
 }
@@ -130,6 +136,8 @@ pub struct LocalServers {
     cloud_task: Option<Running>,
     /// Kept to restart the cloud on the same address.
     cloud_prepared: cloud_node::Prepared,
+    /// Bound cloud admin address (`ModelAdmin`), if any.
+    pub cloud_admin: Option<SocketAddr>,
 }
 
 /// A server task and the switch that stops it.
@@ -169,19 +177,30 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         tls_key: tls.map(|t| t.key.clone()),
         tls_client_ca: tls.map(|t| t.ca.clone()),
         auth_token: options.cloud_auth_token.clone().unwrap_or_default(),
+        admin_listen: options.cloud_admin_listen,
+        admin_token: options.admin_token.clone().unwrap_or_default(),
         ..CloudConfig::for_model(&options.cloud_model)
     };
+    let mut cloud_config = cloud_config;
+    if let Some(ms) = options.model_watch_ms {
+        cloud_config.model_watch_ms = ms;
+    }
     let cloud_prepared = cloud_node::prepare(cloud_config)?;
     let cloud_listeners = bind_listeners(
         Addresses {
             grpc: options.cloud_listen,
-            admin: None,
+            admin: options.cloud_admin_listen,
             metrics: options.cloud_metrics_listen,
         },
         "CLOUD",
     )
     .await?;
     let cloud = cloud_listeners.grpc.local_addr()?;
+    let cloud_admin = cloud_listeners
+        .admin
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let cloud_metrics = cloud_listeners
         .metrics
         .as_ref()
@@ -214,6 +233,9 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
     }
     if let Some(b) = options.budget_ms {
         edge_config.budget_ms = b;
+    }
+    if let Some(ms) = options.model_watch_ms {
+        edge_config.model_watch_ms = ms;
     }
     let prepared = prepare(edge_config)?;
     let edge_listeners = bind_listeners(
@@ -251,6 +273,7 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         edge_task,
         cloud_task: Some(cloud_task),
         cloud_prepared,
+        cloud_admin,
     })
 }
 
@@ -268,7 +291,7 @@ impl LocalServers {
         self.stop_cloud().await?;
         let addresses = Addresses {
             grpc: self.cloud,
-            admin: None,
+            admin: self.cloud_admin,
             metrics: None,
         };
         let listeners = bind_listeners(addresses, "CLOUD").await?;

@@ -81,6 +81,29 @@ pub struct CloudConfig {
     /// Log format: text or json.
     #[arg(long, env = "CLOUD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// gRPC address of the admin plane (`ModelAdmin`: loading a model), never served on
+    /// --listen. Keep it on loopback or a private network; "off" disables it.
+    #[arg(long, env = "CLOUD_ADMIN_LISTEN", default_value = "127.0.0.1:50062", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
+    pub admin_listen: std::option::Option<SocketAddr>,
+
+    /// Bearer token every admin call must present (`authorization: Bearer <token>`).
+    #[arg(
+        long,
+        env = "CLOUD_ADMIN_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub admin_token: String,
+
+    /// File holding the admin token (one line), instead of --admin-token.
+    #[arg(long, env = "CLOUD_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Milliseconds between checks of the --model file for changes, which are loaded and
+    /// swapped in (after the probe); 0 disables the watch. SIGHUP reloads it in any case.
+    #[arg(long, env = "CLOUD_MODEL_WATCH_MS", default_value_t = 1000)]
+    pub model_watch_ms: u64,
 }
 
 impl CloudConfig {
@@ -110,6 +133,7 @@ impl CloudConfig {
         let mut c = Self::parse_from(["cloud-node"]);
         c.model = model.into();
         c.metrics_listen = None;
+        c.admin_listen = None;
         c
     }
 }

@@ -18,62 +18,85 @@ pub mod config;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use edgeinfer::service_names;
+use edgeinfer::v1::model_admin_server::ModelAdminServer;
 use edgeinfer_model::{Classifier, ModelMetadata};
 use edgeinfer_serving::answer::{Answer, Reason, Tier, Timing};
 use edgeinfer_serving::auth::{BearerAuthLayer, token_setting};
-use edgeinfer_serving::batcher::Batcher;
 use edgeinfer_serving::error::ServeError;
 use edgeinfer_serving::metrics::{Metrics, serve_metrics};
-use edgeinfer_serving::node::{Call, Node, argmax, model_ref};
+use edgeinfer_serving::model_admin::{
+    HasModelSlot, ModelAdminService, reload_on_signal_and_change,
+};
+use edgeinfer_serving::models::{ModelSlot, Source};
+use edgeinfer_serving::node::{Call, Node, argmax};
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use futures::FutureExt;
 use prometheus_client::registry::Registry;
+use tonic::service::RoutesBuilder;
 use tonic::transport::ServerTlsConfig;
 
 pub use config::CloudConfig;
 
-/// The cloud's model behind its batcher.
+/// The cloud's model (swappable) behind its batcher.
 pub struct CloudNode {
-    batcher: Batcher,
+    /// The model in service; each answer names the version that produced it.
+    model: ModelSlot,
     metrics: Metrics,
-    model_ref: String,
 }
 
 impl CloudNode {
-    /// Wraps `model`, registering the metrics in `registry`.
-    pub fn new(model: Arc<dyn Classifier>, config: &CloudConfig, registry: &mut Registry) -> Self {
+    /// Wraps `model`, loaded from `source`, registering the metrics in `registry`.
+    pub fn new(
+        model: Arc<dyn Classifier>,
+        source: Source,
+        config: &CloudConfig,
+        registry: &mut Registry,
+    ) -> Self {
         let metrics = Metrics::register(registry);
-        let model_ref = model_ref(model.metadata());
         Self {
-            batcher: Batcher::new(model, config.batcher(), metrics.batcher.clone()),
+            model: ModelSlot::new(
+                model,
+                source,
+                None,
+                config.batcher(),
+                metrics.batcher.clone(),
+            ),
             metrics,
-            model_ref,
         }
+    }
+
+    /// The model in service, for loading another.
+    pub fn model(&self) -> &ModelSlot {
+        &self.model
     }
 }
 
 #[tonic::async_trait]
 impl Node for CloudNode {
-    fn models(&self) -> &[ModelMetadata] {
-        std::slice::from_ref(self.batcher.metadata())
+    fn models(&self) -> Arc<[ModelMetadata]> {
+        self.model.current().listed.clone()
     }
 
     async fn infer(&self, call: Call) -> Result<Answer, ServeError> {
-        let scored = self.batcher.classify(call.input.values).await?;
+        // Held until the answer: the request finishes on the model it started with.
+        let served = self.model.current();
+        let scored = served.batcher.classify(call.input.values).await?;
         let (index, confidence) = argmax(&scored.probabilities);
         let total = call.received.elapsed();
         Ok(Answer {
             id: call.id,
-            label: self.batcher.metadata().labels[index].clone(),
+            label: served.meta.labels[index].clone(),
             class_index: index,
             confidence,
             probabilities: scored.probabilities,
             served_by: Tier::Cloud,
             reason: Reason::Confident,
             degraded: false,
-            model: self.model_ref.clone(),
+            model: served.model_ref.clone(),
             timing: Timing {
                 queue: scored.queue,
                 cloud: total,
@@ -89,6 +112,12 @@ impl Node for CloudNode {
     }
 }
 
+impl HasModelSlot for CloudNode {
+    fn model_slot(&self) -> &ModelSlot {
+        &self.model
+    }
+}
+
 /// Everything the configuration names, loaded and checked before any port is bound.
 #[derive(Clone)]
 pub struct Prepared {
@@ -100,6 +129,8 @@ pub struct Prepared {
     pub tls: Option<ServerTlsConfig>,
     /// The bearer token clients must present; `None` accepts any caller.
     pub auth_token: Option<String>,
+    /// The bearer token admin calls must present; `None` accepts any caller.
+    pub admin_token: Option<String>,
 }
 
 /// Loads the model and the TLS files named in `config`, naming the setting at fault in the
@@ -111,6 +142,11 @@ pub fn prepare(config: CloudConfig) -> anyhow::Result<Prepared> {
         config.auth_token_file.as_deref(),
         "--auth-token",
     )?;
+    let admin_token = token_setting(
+        &config.admin_token,
+        config.admin_token_file.as_deref(),
+        "--admin-token",
+    )?;
     let model = edgeinfer_model::load_classifier(&config.model)
         .with_context(|| format!("--model / CLOUD_MODEL {}", config.model.display()))?;
     Ok(Prepared {
@@ -118,6 +154,7 @@ pub fn prepare(config: CloudConfig) -> anyhow::Result<Prepared> {
         model,
         tls,
         auth_token,
+        admin_token,
     })
 }
 
@@ -133,10 +170,20 @@ pub async fn run(
         model,
         tls,
         auth_token,
+        admin_token,
     } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
-    let node = Arc::new(CloudNode::new(model, &config, &mut registry));
+    let node = Arc::new(CloudNode::new(
+        model,
+        Source::File(config.model.clone()),
+        &config,
+        &mut registry,
+    ));
     let shutdown = shutdown.shared();
+    let reloads = tokio::spawn(reload_on_signal_and_change(
+        node.clone(),
+        (config.model_watch_ms > 0).then(|| Duration::from_millis(config.model_watch_ms)),
+    ));
     if let Some(listener) = listeners.metrics {
         tokio::spawn(serve_metrics(
             listener,
@@ -144,12 +191,49 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let (routes, names) = node_routes(node, "edgeinfer-cloud", config.max_message_bytes);
+    let (routes, names) = node_routes(node.clone(), "edgeinfer-cloud", config.max_message_bytes);
     if auth_token.is_none() {
         tracing::warn!("no auth token set: inference calls are accepted without credentials");
     }
     let auth = BearerAuthLayer::new(auth_token);
-    serve("data", listeners.grpc, routes, names, auth, tls, shutdown)
+    let data = serve(
+        "data",
+        listeners.grpc,
+        routes,
+        names,
+        auth,
+        tls.clone(),
+        shutdown.clone(),
+    );
+    // The admin plane: model control on its own listener with its own token; the data port
+    // does not serve it (UNIMPLEMENTED there).
+    let admin = async {
+        let Some(listener) = listeners.admin else {
+            return Ok(());
+        };
+        if admin_token.is_none() {
+            tracing::warn!(
+                "no admin token set: anyone who reaches the admin listener can load a model \
+                 (set --admin-token or --admin-token-file)"
+            );
+        }
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(
+            ModelAdminServer::new(ModelAdminService::new(node))
+                .max_decoding_message_size(config.max_message_bytes),
+        );
+        serve(
+            "admin",
+            listener,
+            routes,
+            vec![service_names::MODEL_ADMIN],
+            BearerAuthLayer::new(admin_token),
+            tls,
+            shutdown,
+        )
         .await
-        .context("gRPC server failed")
+    };
+    let result = tokio::try_join!(data, admin).map(|_| ());
+    reloads.abort();
+    result.context("gRPC server failed")
 }

@@ -21,7 +21,7 @@ async fn async_main() -> ExitCode {
     let config: CloudConfig = parse_or_exit();
     init_tracing(&config.log_format);
     // Everything that can be wrong with the configuration is found before a port is bound.
-    let (listen, metrics) = (config.listen, config.metrics_listen);
+    let (listen, admin, metrics) = (config.listen, config.admin_listen, config.metrics_listen);
     let prepared = match prepare(config) {
         Ok(p) => p,
         Err(e) => {
@@ -31,7 +31,7 @@ async fn async_main() -> ExitCode {
     };
     let addresses = Addresses {
         grpc: listen,
-        admin: None,
+        admin,
         metrics,
     };
     let listeners = match bind_listeners(addresses, "CLOUD").await {
@@ -41,7 +41,7 @@ async fn async_main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    tracing::info!(grpc = %listen, model = %prepared.config.model.display(), "cloud listening");
+    tracing::info!(grpc = %listen, admin = ?admin, model = %prepared.config.model.display(), "cloud listening");
     match run(prepared, listeners, edgeinfer_serving::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -44,7 +44,8 @@ pub struct EdgeConfig {
     #[arg(long, env = "EDGE_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
-    /// gRPC address of the admin plane (`EdgeAdmin`: status, link profile, policy), never
+    /// gRPC address of the admin plane (`EdgeAdmin`: status, link profile, policy;
+    /// `ModelAdmin`: loading a model), never
     /// served on --listen. Keep it on loopback or a private network; "off" disables it.
     #[arg(long, env = "EDGE_ADMIN_LISTEN", default_value = "127.0.0.1:50061", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
     pub admin_listen: std::option::Option<SocketAddr>,
@@ -199,6 +200,11 @@ pub struct EdgeConfig {
     /// Log format: text or json.
     #[arg(long, env = "EDGE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// Milliseconds between checks of the --model file for changes, which are loaded and
+    /// swapped in (after the probe); 0 disables the watch. SIGHUP reloads it in any case.
+    #[arg(long, env = "EDGE_MODEL_WATCH_MS", default_value_t = 1000)]
+    pub model_watch_ms: u64,
 }
 
 fn parse_unit(s: &str) -> Result<f32, String> {

@@ -19,7 +19,8 @@
 //! - [`reserve`]: the part of a budget kept back for a fallback answer, learned from how late
 //!   timers fire.
 //! - [`upstream`]: the cloud client through the link, balanced over the cloud's addresses.
-//! - [`admin`]: the `EdgeAdmin` service.
+//! - [`admin`]: the `EdgeAdmin` service (`ModelAdmin`, shared with the cloud, lives in
+//!   `edgeinfer_serving::model_admin`).
 //! - [`run`]: the whole edge server until shutdown.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -43,11 +44,13 @@ use std::time::Duration;
 use anyhow::Context;
 use edgeinfer::service_names;
 use edgeinfer::v1::edge_admin_server::EdgeAdminServer;
+use edgeinfer::v1::model_admin_server::ModelAdminServer;
 use edgeinfer_linksim::{Link, LinkProfile, TraceSource};
 use edgeinfer_model::Classifier;
 use edgeinfer_serving::auth::BearerAuthLayer;
-use edgeinfer_serving::batcher::Batcher;
 use edgeinfer_serving::metrics::{Metrics, serve_metrics};
+use edgeinfer_serving::model_admin::{ModelAdminService, reload_on_signal_and_change};
+use edgeinfer_serving::models::{ModelSlot, Source};
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use futures::FutureExt;
 use prometheus_client::metrics::gauge::Gauge;
@@ -252,7 +255,13 @@ pub async fn run(
         tracing::warn!("no cloud configured: the edge answers everything itself");
         None
     };
-    let batcher = Batcher::new(model, config.batcher(), metrics.batcher.clone());
+    let slot = ModelSlot::new(
+        model,
+        Source::File(config.model.clone()),
+        None,
+        config.batcher(),
+        metrics.batcher.clone(),
+    );
     let policy = Policy {
         threshold: config.threshold,
         default_budget: Duration::from_millis(u64::from(config.budget_ms)),
@@ -263,13 +272,17 @@ pub async fn run(
         Duration::from_millis(config.circuit_cooldown_ms),
     );
     let node = Arc::new(EdgeNode::new(
-        Router::new(batcher, upstream, circuit, policy),
+        Router::new(slot, upstream, circuit, policy),
         link,
         metrics,
     ));
 
     let shutdown = shutdown.shared();
     let mut background = Vec::new();
+    background.push(tokio::spawn(reload_on_signal_and_change(
+        node.clone(),
+        (config.model_watch_ms > 0).then(|| Duration::from_millis(config.model_watch_ms)),
+    )));
     if config.probe_interval_ms > 0 {
         let node = node.clone();
         let every = Duration::from_millis(config.probe_interval_ms);
@@ -314,12 +327,20 @@ pub async fn run(
             );
         }
         let mut routes = RoutesBuilder::default();
-        routes.add_service(EdgeAdminServer::new(admin::AdminService::new(node, traces)));
+        routes
+            .add_service(EdgeAdminServer::new(admin::AdminService::new(
+                node.clone(),
+                traces,
+            )))
+            .add_service(
+                ModelAdminServer::new(ModelAdminService::new(node))
+                    .max_decoding_message_size(config.max_message_bytes),
+            );
         serve(
             "admin",
             listener,
             routes,
-            vec![service_names::EDGE_ADMIN],
+            vec![service_names::EDGE_ADMIN, service_names::MODEL_ADMIN],
             BearerAuthLayer::new(tokens.admin),
             server_tls,
             shutdown,

@@ -7,6 +7,8 @@
 //! - [`input`]: untrusted request bytes (images, pixels, tensors) to a model's input.
 //! - [`batcher`]: the dynamic batcher: bounded queue, whatever-is-waiting batches, worker
 //!   threads off the async runtime.
+//! - [`models`]: the model in service, swapped atomically under load (hot swap).
+//! - [`model_admin`]: the `ModelAdmin` service, and reloads on SIGHUP and on file changes.
 //! - [`node`]: the [`node::Node`] trait the front ends call, and the decoded [`node::Call`].
 //! - [`native`]: the native `edgeinfer.v1.Inference` service over a node.
 //! - [`oip`]: the Open Inference Protocol service over a node.
@@ -30,6 +32,8 @@ pub mod cli;
 pub mod error;
 pub mod input;
 pub mod metrics;
+pub mod model_admin;
+pub mod models;
 pub mod native;
 pub mod node;
 pub mod oip;

@@ -166,7 +166,7 @@ impl<N: Node> OipService<N> {
         let rows = decode_oip(
             tensor,
             request.raw_input_contents.first().map(|b| b.as_slice()),
-            &input_spec(resolved.meta),
+            &input_spec(resolved.meta()),
             &node.limits(),
         )?;
         let id = if request.id.is_empty() {
@@ -181,7 +181,7 @@ impl<N: Node> OipService<N> {
             } else {
                 format!("{id}/{i}")
             },
-            model: resolved.name.to_string(),
+            model: resolved.name().to_string(),
             input,
             budget_ms: opts.budget_ms,
             min_confidence: opts.min_confidence,
@@ -199,8 +199,8 @@ impl<N: Node> OipService<N> {
         }
         Ok(build_response(
             &request.model_name,
-            resolved.name,
-            resolved.meta,
+            resolved.name(),
+            resolved.meta(),
             id,
             &answers,
         ))
@@ -302,7 +302,7 @@ impl<N: Node> GrpcInferenceService for OipService<N> {
         let r = request.into_inner();
         let resolved = self.node.resolve(&r.name).map_err(Status::from)?;
         Ok(Response::new(ModelReadyResponse {
-            ready: r.version.is_empty() || r.version == resolved.meta.version,
+            ready: r.version.is_empty() || r.version == resolved.meta().version,
         }))
     }
 
@@ -323,10 +323,10 @@ impl<N: Node> GrpcInferenceService for OipService<N> {
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = request.into_inner();
         let resolved = self.node.resolve(&r.name).map_err(Status::from)?;
-        let (inputs, outputs) = tensor_metadata(resolved.meta);
+        let (inputs, outputs) = tensor_metadata(resolved.meta());
         Ok(Response::new(ModelMetadataResponse {
-            name: resolved.name.to_string(),
-            versions: vec![resolved.meta.version.clone()],
+            name: resolved.name().to_string(),
+            versions: vec![resolved.meta().version.clone()],
             platform: "edgeinfer-candle".into(),
             inputs,
             outputs,

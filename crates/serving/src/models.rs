@@ -1,0 +1,411 @@
+//! The model a node serves, swappable under load.
+//!
+//! A [`ModelSlot`] holds the model in service ([`Served`]: its metadata, its batcher, the file
+//! it came from). A request takes the current [`Served`] once, as an `Arc`, and keeps it until
+//! it is answered, so a swap never changes the model under a request: requests in flight finish
+//! on the model they started with, and its batcher's worker threads stop once the last of them
+//! is answered. Loading reads, parses and probes the new file (the model crate runs it on blank,
+//! grey and white inputs) on a blocking thread, checks it serves the same task, input and labels
+//! (a request decoded for the old input must be valid for the new one), and only then swaps the
+//! pointer. A refused file leaves the old model serving, and the refusal is logged naming it.
+//!
+//! The pointer is a `std::sync::RwLock<Arc<Served>>`: a read is an uncontended lock and an
+//! `Arc` clone, swaps are rare, and std serves, so no extra crate.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use edgeinfer_model::{Classifier, ModelError, ModelFormat, ModelMetadata};
+
+use crate::batcher::{Batcher, BatcherConfig};
+use crate::metrics::BatcherMetrics;
+
+/// Where a model came from, for logs and the status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A file on the node's disk, named by its configuration.
+    File(PathBuf),
+    /// Bytes received by an admin call.
+    Upload,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Upload => f.write_str("an uploaded model"),
+        }
+    }
+}
+
+/// One model in service.
+pub struct Served {
+    /// What the model is; its `version` is the one answers name.
+    pub meta: Arc<ModelMetadata>,
+    /// The metadata as a list of one, as [`crate::node::Node::models`] returns it, made once.
+    pub listed: Arc<[ModelMetadata]>,
+    /// "name@version", as answers name the model that produced them, made once.
+    pub model_ref: String,
+    /// The model behind its queue and worker threads.
+    pub batcher: Batcher,
+    /// Where it was loaded from.
+    pub source: Source,
+}
+
+/// Why a model was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file or bytes are not a usable model (unreadable, malformed, failing the probe).
+    #[error("{source_name}: {error}")]
+    Model {
+        /// The file, or "an uploaded model".
+        source_name: String,
+        /// What is wrong with it.
+        error: ModelError,
+    },
+    /// The model is valid but does not serve what the current one serves.
+    #[error("{source_name}: {detail}; the model in service keeps serving")]
+    Incompatible {
+        /// The file, or "an uploaded model".
+        source_name: String,
+        /// Which property differs.
+        detail: String,
+    },
+    /// A reload was asked of a node whose model came from no file.
+    #[error("the node was started on no model file, so there is none to reload")]
+    NoFile,
+    /// A loading thread failed.
+    #[error("loading {0} failed: the loading thread stopped")]
+    Aborted(String),
+}
+
+/// The model a node serves, swapped atomically.
+pub struct ModelSlot {
+    /// The model in service.
+    current: RwLock<Arc<Served>>,
+    /// Settings of every batcher made for a new model.
+    config: BatcherConfig,
+    /// The node's batcher metrics, shared by every model's batcher.
+    metrics: BatcherMetrics,
+    /// One load at a time: two concurrent loads would each check against the same old model
+    /// and the later swap would win silently.
+    loading: tokio::sync::Mutex<()>,
+    /// The file the configuration names, which reloads (SIGHUP, the file watch, an empty
+    /// `LoadModel`) read again; `None` when the first model did not come from a file.
+    file: Option<PathBuf>,
+}
+
+impl ModelSlot {
+    /// A slot serving `model`, loaded from `source`; `version` overrides the file's own
+    /// version (a model repository names versions by directory).
+    pub fn new(
+        model: Arc<dyn Classifier>,
+        source: Source,
+        version: Option<String>,
+        config: BatcherConfig,
+        metrics: BatcherMetrics,
+    ) -> Self {
+        let file = match &source {
+            Source::File(p) => Some(p.clone()),
+            Source::Upload => None,
+        };
+        let served = Self::serve(model, source, version, config, metrics.clone());
+        Self {
+            current: RwLock::new(Arc::new(served)),
+            config,
+            metrics,
+            loading: tokio::sync::Mutex::new(()),
+            file,
+        }
+    }
+
+    /// The configured model file, if the node was started on one.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Loads the configured file again (SIGHUP, the file watch, an empty `LoadModel`).
+    pub async fn reload(&self, version: Option<String>) -> Result<Arc<Served>, LoadError> {
+        match self.file.clone() {
+            Some(path) => self.load_file(&path, version).await,
+            None => Err(LoadError::NoFile),
+        }
+    }
+
+    fn serve(
+        model: Arc<dyn Classifier>,
+        source: Source,
+        version: Option<String>,
+        config: BatcherConfig,
+        metrics: BatcherMetrics,
+    ) -> Served {
+        let mut meta = model.metadata().clone();
+        if let Some(v) = version {
+            meta.version = v;
+        }
+        Served {
+            listed: Arc::from(vec![meta.clone()]),
+            model_ref: format!("{}@{}", meta.name, meta.version),
+            meta: Arc::new(meta),
+            batcher: Batcher::new(model, config, metrics),
+            source,
+        }
+    }
+
+    /// The model in service now. Keep the `Arc` for the whole request.
+    pub fn current(&self) -> Arc<Served> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Loads, checks and swaps in the model file at `path`. On refusal the error names the
+    /// file, it is logged, and the old model keeps serving.
+    pub async fn load_file(
+        &self,
+        path: &Path,
+        version: Option<String>,
+    ) -> Result<Arc<Served>, LoadError> {
+        let owned = path.to_path_buf();
+        let source = Source::File(owned.clone());
+        let loaded =
+            tokio::task::spawn_blocking(move || edgeinfer_model::load_classifier(&owned)).await;
+        self.finish(loaded, source, version).await
+    }
+
+    /// Loads, checks and swaps in a model from `bytes` (received by an admin call, so
+    /// untrusted; its size is bounded by the listener's message limit).
+    pub async fn load_bytes(
+        &self,
+        bytes: Vec<u8>,
+        format: ModelFormat,
+        version: Option<String>,
+    ) -> Result<Arc<Served>, LoadError> {
+        let loaded = tokio::task::spawn_blocking(move || {
+            edgeinfer_model::load_classifier_bytes(&bytes, format)
+        })
+        .await;
+        self.finish(loaded, Source::Upload, version).await
+    }
+
+    async fn finish(
+        &self,
+        loaded: Result<Result<Arc<dyn Classifier>, ModelError>, tokio::task::JoinError>,
+        source: Source,
+        version: Option<String>,
+    ) -> Result<Arc<Served>, LoadError> {
+        let result = match loaded {
+            Err(_) => Err(LoadError::Aborted(source.to_string())),
+            Ok(Err(error)) => Err(LoadError::Model {
+                source_name: source.to_string(),
+                error,
+            }),
+            Ok(Ok(model)) => {
+                let _one_at_a_time = self.loading.lock().await;
+                self.swap_in(model, source.clone(), version)
+            }
+        };
+        match &result {
+            Ok(served) => tracing::info!(
+                model = %served.model_ref,
+                source = %served.source,
+                "model swapped in; requests in flight finish on the previous one"
+            ),
+            Err(e) => tracing::error!(
+                source = %source,
+                error = %e,
+                "model refused; the previous model keeps serving"
+            ),
+        }
+        result
+    }
+
+    fn swap_in(
+        &self,
+        model: Arc<dyn Classifier>,
+        source: Source,
+        version: Option<String>,
+    ) -> Result<Arc<Served>, LoadError> {
+        let old = self.current();
+        if let Some(detail) = incompatibility(&old.meta, model.metadata()) {
+            return Err(LoadError::Incompatible {
+                source_name: source.to_string(),
+                detail,
+            });
+        }
+        let served = Arc::new(Self::serve(
+            model,
+            source,
+            version,
+            self.config,
+            self.metrics.clone(),
+        ));
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = served.clone();
+        Ok(served)
+    }
+}
+
+/// What a new model would break for callers of the old one, if anything: the task they name,
+/// the input they were validated against, the labels they read.
+pub fn incompatibility(old: &ModelMetadata, new: &ModelMetadata) -> Option<String> {
+    if old.task != new.task {
+        return Some(format!(
+            "serves task {:?}, the node serves {:?}",
+            new.task, old.task
+        ));
+    }
+    if old.input_shape != new.input_shape {
+        return Some(format!(
+            "takes input shape {:?}, the node's inputs are {:?}",
+            new.input_shape, old.input_shape
+        ));
+    }
+    if old.labels != new.labels {
+        return Some(format!(
+            "has labels {:?}, the node answers with {:?}",
+            new.labels, old.labels
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    struct Constant {
+        meta: ModelMetadata,
+        answer: usize,
+    }
+
+    impl Classifier for Constant {
+        fn metadata(&self) -> &ModelMetadata {
+            &self.meta
+        }
+        fn classify(&self, _inputs: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
+            let n = self.meta.labels.len();
+            let mut out = vec![0.0; batch * n];
+            for row in out.chunks_mut(n) {
+                row[self.answer] = 1.0;
+            }
+            Ok(out)
+        }
+    }
+
+    fn meta(version: &str) -> ModelMetadata {
+        ModelMetadata {
+            name: "m".into(),
+            version: version.into(),
+            task: "t".into(),
+            architecture: "edge-mlp".into(),
+            input_shape: vec![2],
+            labels: vec!["a".into(), "b".into()],
+            temperature: 1.0,
+            test_accuracy: 0.5,
+            quantization: "f32".into(),
+        }
+    }
+
+    fn slot(model: Constant) -> ModelSlot {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let config = BatcherConfig {
+            workers: 1,
+            ..BatcherConfig::default()
+        };
+        ModelSlot::new(
+            Arc::new(model),
+            Source::Upload,
+            None,
+            config,
+            metrics.batcher,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_request_keeps_the_model_it_started_with() {
+        let slot = slot(Constant {
+            meta: meta("1"),
+            answer: 0,
+        });
+        let before = slot.current();
+        let new = Arc::new(Constant {
+            meta: meta("2"),
+            answer: 1,
+        });
+        slot.swap_in(new, Source::Upload, None).unwrap();
+        // The old model still answers the request that holds it, with its own result.
+        let scored = before.batcher.classify(vec![0.0, 0.0]).await.unwrap();
+        assert_eq!(scored.probabilities, vec![1.0, 0.0]);
+        assert_eq!(before.model_ref, "m@1");
+        let after = slot.current();
+        assert_eq!(after.model_ref, "m@2");
+        let scored = after.batcher.classify(vec![0.0, 0.0]).await.unwrap();
+        assert_eq!(scored.probabilities, vec![0.0, 1.0]);
+    }
+
+    #[tokio::test]
+    async fn an_incompatible_model_is_refused_and_the_old_one_serves() {
+        let slot = slot(Constant {
+            meta: meta("1"),
+            answer: 0,
+        });
+        let mut other = meta("2");
+        other.labels = vec!["x".into(), "y".into()];
+        let err = slot
+            .swap_in(
+                Arc::new(Constant {
+                    meta: other,
+                    answer: 0,
+                }),
+                Source::File("/models/other.safetensors".into()),
+                None,
+            )
+            .err()
+            .expect("different labels are refused");
+        let text = err.to_string();
+        assert!(text.contains("/models/other.safetensors"), "{text}");
+        assert!(text.contains("labels"), "{text}");
+        assert_eq!(slot.current().model_ref, "m@1");
+    }
+
+    #[tokio::test]
+    async fn a_bad_file_is_refused_naming_it() {
+        let slot = slot(Constant {
+            meta: meta("1"),
+            answer: 0,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.safetensors");
+        std::fs::write(&path, b"not a model").unwrap();
+        let err = slot
+            .load_file(&path, None)
+            .await
+            .err()
+            .expect("garbage is refused");
+        assert!(err.to_string().contains("broken.safetensors"), "{err}");
+        assert_eq!(slot.current().model_ref, "m@1");
+    }
+
+    #[tokio::test]
+    async fn a_version_override_names_the_answers() {
+        let slot = slot(Constant {
+            meta: meta("1"),
+            answer: 0,
+        });
+        let served = slot
+            .swap_in(
+                Arc::new(Constant {
+                    meta: meta("1"),
+                    answer: 0,
+                }),
+                Source::Upload,
+                Some("7".into()),
+            )
+            .unwrap();
+        assert_eq!(served.model_ref, "m@7");
+        assert_eq!(&*served.listed, &[(*served.meta).clone()]);
+    }
+}
