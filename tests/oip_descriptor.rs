@@ -231,6 +231,7 @@ fn native_services_are_in_the_descriptor_set() {
     for name in [
         edgeinfer::service_names::INFERENCE,
         edgeinfer::service_names::EDGE_ADMIN,
+        edgeinfer::service_names::MODEL_ADMIN,
         edgeinfer::service_names::OIP,
     ] {
         assert!(services.iter().any(|s| s == name), "{name} missing");
