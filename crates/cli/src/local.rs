@@ -77,6 +77,8 @@ pub struct LocalOptions {
     pub cloud_admin_listen: Option<SocketAddr>,
     /// Milliseconds between checks of both model files for changes, when not the default.
     pub model_watch_ms: Option<u64>,
+    /// Edge model repository (Triton layout), served instead of `edge_model` when set.
+    pub edge_model_repository: Option<PathBuf>,
 }
 
 /// PEM files for [`LocalOptions::tls`]. Both nodes serve `cert`; the cloud also requires
@@ -114,6 +116,7 @@ impl Default for LocalOptions {
             tls: None,
             cloud_admin_listen: Some(any),
             model_watch_ms: None,
+            edge_model_repository: None,
         }
     }
 }
@@ -237,6 +240,7 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
     if let Some(ms) = options.model_watch_ms {
         edge_config.model_watch_ms = ms;
     }
+    edge_config.model_repository = options.edge_model_repository.clone();
     let prepared = prepare(edge_config)?;
     let edge_listeners = bind_listeners(
         Addresses {

@@ -12,6 +12,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use edgeinfer::inference::model_repository::model_repository_service_client::ModelRepositoryServiceClient;
+use edgeinfer::inference::model_repository::{
+    RepositoryIndexRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
+};
 use edgeinfer::v1::infer_request::Input;
 use edgeinfer::v1::inference_client::InferenceClient;
 use edgeinfer::v1::model_admin_client::ModelAdminClient;
@@ -171,7 +175,6 @@ async fn ten_swaps_under_bench_load_fail_no_request() {
         ("header only", good[..64].to_vec()),
     ];
     let mut served = vec!["1".to_string()];
-    let mut in_service = "1".to_string();
     for (i, (kind, bytes)) in bad.iter().enumerate() {
         let version = format!("{}", i + 2);
         write_version(&live, &version);
@@ -181,7 +184,7 @@ async fn ten_swaps_under_bench_load_fail_no_request() {
             .unwrap_or_else(|e| panic!("good version {version} refused: {e:?}"))
             .into_inner();
         assert_eq!(r.model.unwrap().version, version);
-        in_service = version.clone();
+        let in_service = version.clone();
         served.push(version);
         assert_eq!(
             edge_model_now(&mut data).await,
@@ -362,4 +365,102 @@ async fn wait_for_model(client: &mut InferenceClient<Channel>, want: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_repository_serves_its_latest_version_and_loads_new_ones() {
+    let _serial = one_at_a_time().await;
+    logs();
+    let repo = tempfile::tempdir().unwrap();
+    for v in ["1", "2"] {
+        let dir = repo.path().join("edge-mlp").join(v);
+        std::fs::create_dir_all(&dir).unwrap();
+        write_version(&dir.join("model.gguf"), "file-version");
+    }
+    let s = start(LocalOptions {
+        profile: "ideal".into(),
+        edge_model_repository: Some(repo.path().to_path_buf()),
+        admin_token: Some(TOKEN.into()),
+        model_watch_ms: Some(50),
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("servers start on the repository");
+    let mut data = InferenceClient::connect(format!("http://{}", s.edge))
+        .await
+        .unwrap();
+    // The directory names the version, whatever the file says.
+    assert_eq!(edge_model_now(&mut data).await, "edge-mlp@2");
+
+    let channel = Channel::from_shared(format!("http://{}", s.edge_admin))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut repository = ModelRepositoryServiceClient::new(channel.clone());
+    let index = repository
+        .repository_index(authorized(RepositoryIndexRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let states: Vec<(String, String)> = index
+        .models
+        .iter()
+        .map(|m| (m.version.clone(), m.state.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("1".to_string(), "UNAVAILABLE".to_string()),
+            ("2".to_string(), "READY".to_string())
+        ]
+    );
+
+    // LoadModel names a version directory; a version that is not there is NOT_FOUND.
+    let mut admin = ModelAdminClient::new(channel.clone());
+    let r = admin
+        .load_model(authorized(LoadModelRequest {
+            version: "1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.model.unwrap().version, "1");
+    assert_eq!(edge_model_now(&mut data).await, "edge-mlp@1");
+    let e = admin
+        .load_model(authorized(LoadModelRequest {
+            version: "../../etc".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    // RepositoryModelLoad loads the highest version; unloading the served model is refused.
+    repository
+        .repository_model_load(authorized(RepositoryModelLoadRequest {
+            model_name: "edge-mlp".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(edge_model_now(&mut data).await, "edge-mlp@2");
+    let e = repository
+        .repository_model_unload(authorized(RepositoryModelUnloadRequest {
+            model_name: "edge-mlp".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // A new version directory is picked up by the watch. It is made aside (a hidden name is
+    // no version) and renamed into place, as a deployment publishes a version.
+    let staging = repo.path().join("edge-mlp").join(".staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    write_version(&staging.join("model.gguf"), "file-version");
+    std::fs::rename(&staging, repo.path().join("edge-mlp").join("3")).unwrap();
+    wait_for_model(&mut data, "edge-mlp@3").await;
+    s.stop().await.unwrap();
 }

@@ -104,6 +104,16 @@ pub struct CloudConfig {
     /// swapped in (after the probe); 0 disables the watch. SIGHUP reloads it in any case.
     #[arg(long, env = "CLOUD_MODEL_WATCH_MS", default_value_t = 1000)]
     pub model_watch_ms: u64,
+
+    /// Model repository in Triton's layout, `<repository>/<model>/<version>/<file>`: the node
+    /// serves the highest version of --repository-model from it instead of --model, and
+    /// loads newer versions as they appear (checked at the --model-watch-ms interval).
+    #[arg(long, env = "CLOUD_MODEL_REPOSITORY")]
+    pub model_repository: Option<PathBuf>,
+
+    /// The model directory of --model-repository this node serves.
+    #[arg(long, env = "CLOUD_REPOSITORY_MODEL", default_value = "cloud-cnn")]
+    pub repository_model: String,
 }
 
 impl CloudConfig {

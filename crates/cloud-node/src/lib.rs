@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use edgeinfer::inference::model_repository::model_repository_service_server::ModelRepositoryServiceServer;
 use edgeinfer::service_names;
 use edgeinfer::v1::model_admin_server::ModelAdminServer;
 use edgeinfer_model::{Classifier, ModelMetadata};
@@ -29,10 +30,11 @@ use edgeinfer_serving::auth::{BearerAuthLayer, token_setting};
 use edgeinfer_serving::error::ServeError;
 use edgeinfer_serving::metrics::{Metrics, serve_metrics};
 use edgeinfer_serving::model_admin::{
-    HasModelSlot, ModelAdminService, reload_on_signal_and_change,
+    HasModelSlot, ModelAdminService, RepositoryService, reload_on_signal_and_change,
 };
 use edgeinfer_serving::models::{ModelSlot, Source};
 use edgeinfer_serving::node::{Call, Node, argmax};
+use edgeinfer_serving::repository::{Repository, starting_file};
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use futures::FutureExt;
 use prometheus_client::registry::Registry;
@@ -49,22 +51,29 @@ pub struct CloudNode {
 }
 
 impl CloudNode {
-    /// Wraps `model`, loaded from `source`, registering the metrics in `registry`.
+    /// Wraps `model`, loaded from `source` (a version of `repository`'s model, if set),
+    /// registering the metrics in `registry`.
     pub fn new(
         model: Arc<dyn Classifier>,
         source: Source,
+        repository: Option<(Repository, String, String)>,
         config: &CloudConfig,
         registry: &mut Registry,
     ) -> Self {
         let metrics = Metrics::register(registry);
+        let version = repository.as_ref().map(|(_, _, v)| v.clone());
+        let mut slot = ModelSlot::new(
+            model,
+            source,
+            version,
+            config.batcher(),
+            metrics.batcher.clone(),
+        );
+        if let Some((repository, name, _)) = repository {
+            slot = slot.with_repository(repository, name);
+        }
         Self {
-            model: ModelSlot::new(
-                model,
-                source,
-                None,
-                config.batcher(),
-                metrics.batcher.clone(),
-            ),
+            model: slot,
             metrics,
         }
     }
@@ -131,6 +140,10 @@ pub struct Prepared {
     pub auth_token: Option<String>,
     /// The bearer token admin calls must present; `None` accepts any caller.
     pub admin_token: Option<String>,
+    /// The file the model was loaded from (--model, or the repository's latest version).
+    pub model_file: std::path::PathBuf,
+    /// The repository, the model directory served from it and the version loaded.
+    pub repository: Option<(Repository, String, String)>,
 }
 
 /// Loads the model and the TLS files named in `config`, naming the setting at fault in the
@@ -147,14 +160,23 @@ pub fn prepare(config: CloudConfig) -> anyhow::Result<Prepared> {
         config.admin_token_file.as_deref(),
         "--admin-token",
     )?;
-    let model = edgeinfer_model::load_classifier(&config.model)
-        .with_context(|| format!("--model / CLOUD_MODEL {}", config.model.display()))?;
+    let (model_file, repository) = starting_file(
+        &config.model,
+        config.model_repository.as_deref(),
+        &config.repository_model,
+        "CLOUD",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let model = edgeinfer_model::load_classifier(&model_file)
+        .with_context(|| format!("--model / CLOUD_MODEL {}", model_file.display()))?;
     Ok(Prepared {
         config,
         model,
         tls,
         auth_token,
         admin_token,
+        model_file,
+        repository,
     })
 }
 
@@ -171,11 +193,14 @@ pub async fn run(
         tls,
         auth_token,
         admin_token,
+        model_file,
+        repository,
     } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
     let node = Arc::new(CloudNode::new(
         model,
-        Source::File(config.model.clone()),
+        Source::File(model_file),
+        repository,
         &config,
         &mut registry,
     ));
@@ -218,15 +243,19 @@ pub async fn run(
             );
         }
         let mut routes = RoutesBuilder::default();
-        routes.add_service(
-            ModelAdminServer::new(ModelAdminService::new(node))
-                .max_decoding_message_size(config.max_message_bytes),
-        );
+        routes
+            .add_service(
+                ModelAdminServer::new(ModelAdminService::new(node.clone()))
+                    .max_decoding_message_size(config.max_message_bytes),
+            )
+            .add_service(ModelRepositoryServiceServer::new(RepositoryService::new(
+                node,
+            )));
         serve(
             "admin",
             listener,
             routes,
-            vec![service_names::MODEL_ADMIN],
+            vec![service_names::MODEL_ADMIN, service_names::MODEL_REPOSITORY],
             BearerAuthLayer::new(admin_token),
             tls,
             shutdown,

@@ -205,6 +205,16 @@ pub struct EdgeConfig {
     /// swapped in (after the probe); 0 disables the watch. SIGHUP reloads it in any case.
     #[arg(long, env = "EDGE_MODEL_WATCH_MS", default_value_t = 1000)]
     pub model_watch_ms: u64,
+
+    /// Model repository in Triton's layout, `<repository>/<model>/<version>/<file>`: the node
+    /// serves the highest version of --repository-model from it instead of --model, and
+    /// loads newer versions as they appear (checked at the --model-watch-ms interval).
+    #[arg(long, env = "EDGE_MODEL_REPOSITORY")]
+    pub model_repository: Option<PathBuf>,
+
+    /// The model directory of --model-repository this node serves.
+    #[arg(long, env = "EDGE_REPOSITORY_MODEL", default_value = "edge-mlp")]
+    pub repository_model: String,
 }
 
 fn parse_unit(s: &str) -> Result<f32, String> {

@@ -42,6 +42,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context;
+use edgeinfer::inference::model_repository::model_repository_service_server::ModelRepositoryServiceServer;
 use edgeinfer::service_names;
 use edgeinfer::v1::edge_admin_server::EdgeAdminServer;
 use edgeinfer::v1::model_admin_server::ModelAdminServer;
@@ -49,8 +50,11 @@ use edgeinfer_linksim::{Link, LinkProfile, TraceSource};
 use edgeinfer_model::Classifier;
 use edgeinfer_serving::auth::BearerAuthLayer;
 use edgeinfer_serving::metrics::{Metrics, serve_metrics};
-use edgeinfer_serving::model_admin::{ModelAdminService, reload_on_signal_and_change};
+use edgeinfer_serving::model_admin::{
+    ModelAdminService, RepositoryService, reload_on_signal_and_change,
+};
 use edgeinfer_serving::models::{ModelSlot, Source};
+use edgeinfer_serving::repository::{Repository, starting_file};
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use futures::FutureExt;
 use prometheus_client::metrics::gauge::Gauge;
@@ -82,13 +86,24 @@ pub struct Prepared {
     pub tokens: Tokens,
     /// Where trace files named by profile documents from `SetLinkProfile` may be.
     pub traces: TraceSource,
+    /// The file the model was loaded from (--model, or the repository's latest version).
+    pub model_file: std::path::PathBuf,
+    /// The repository, the model directory served from it and the version loaded.
+    pub repository: Option<(Repository, String, String)>,
 }
 
 /// Loads the model, the link profile and the TLS files and checks the cloud address, naming
 /// the setting at fault in the error.
 pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
-    let model = edgeinfer_model::load_classifier(&config.model)
-        .with_context(|| format!("--model / EDGE_MODEL {}", config.model.display()))?;
+    let (model_file, repository) = starting_file(
+        &config.model,
+        config.model_repository.as_deref(),
+        &config.repository_model,
+        "EDGE",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let model = edgeinfer_model::load_classifier(&model_file)
+        .with_context(|| format!("--model / EDGE_MODEL {}", model_file.display()))?;
     let profile = LinkProfile::resolve(&config.link_profile).with_context(|| {
         format!(
             "--link-profile / EDGE_LINK_PROFILE {:?}",
@@ -128,6 +143,8 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
         cloud_tls,
         tokens,
         traces,
+        model_file,
+        repository,
     })
 }
 
@@ -238,6 +255,8 @@ pub async fn run(
         cloud_tls,
         tokens,
         traces,
+        model_file,
+        repository,
     } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
     let metrics = Metrics::register(&mut registry);
@@ -255,13 +274,16 @@ pub async fn run(
         tracing::warn!("no cloud configured: the edge answers everything itself");
         None
     };
-    let slot = ModelSlot::new(
+    let mut slot = ModelSlot::new(
         model,
-        Source::File(config.model.clone()),
-        None,
+        Source::File(model_file),
+        repository.as_ref().map(|(_, _, v)| v.clone()),
         config.batcher(),
         metrics.batcher.clone(),
     );
+    if let Some((repository, name, _)) = repository {
+        slot = slot.with_repository(repository, name);
+    }
     let policy = Policy {
         threshold: config.threshold,
         default_budget: Duration::from_millis(u64::from(config.budget_ms)),
@@ -333,14 +355,21 @@ pub async fn run(
                 traces,
             )))
             .add_service(
-                ModelAdminServer::new(ModelAdminService::new(node))
+                ModelAdminServer::new(ModelAdminService::new(node.clone()))
                     .max_decoding_message_size(config.max_message_bytes),
-            );
+            )
+            .add_service(ModelRepositoryServiceServer::new(RepositoryService::new(
+                node,
+            )));
         serve(
             "admin",
             listener,
             routes,
-            vec![service_names::EDGE_ADMIN, service_names::MODEL_ADMIN],
+            vec![
+                service_names::EDGE_ADMIN,
+                service_names::MODEL_ADMIN,
+                service_names::MODEL_REPOSITORY,
+            ],
             BearerAuthLayer::new(tokens.admin),
             server_tls,
             shutdown,

@@ -1,5 +1,5 @@
-//! Model control for both nodes: the `ModelAdmin` service (served on the admin listener only)
-//! and the two other ways a node reloads its model file: SIGHUP and a watch on the file.
+//! Model control for both nodes: the `ModelAdmin` service and the model repository extension
+//! (`RepositoryService`), served on the admin listener only, and the two other ways a node reloads its model file: SIGHUP and a watch on the file.
 //!
 //! The watch polls the file's modification time and length every interval rather than using
 //! inotify (the `notify` crate): it watches one file, a stat per second costs nothing, and
@@ -18,8 +18,16 @@ use edgeinfer::v1::{LoadModelRequest, LoadModelResponse};
 use edgeinfer_model::ModelFormat;
 use tonic::{Request, Response, Status};
 
-use crate::models::{LoadError, ModelSlot};
+use edgeinfer::inference::model_repository::model_repository_service_server::ModelRepositoryService;
+use edgeinfer::inference::model_repository::repository_index_response::ModelIndex;
+use edgeinfer::inference::model_repository::{
+    RepositoryIndexRequest, RepositoryIndexResponse, RepositoryModelLoadRequest,
+    RepositoryModelLoadResponse, RepositoryModelUnloadRequest, RepositoryModelUnloadResponse,
+};
+
+use crate::models::{LoadError, ModelSlot, Source};
 use crate::node::model_info;
+use crate::repository::{Entry, Repository, RepositoryError};
 
 /// A node that serves a swappable model.
 pub trait HasModelSlot: Send + Sync + 'static {
@@ -44,9 +52,11 @@ impl From<LoadError> for Status {
         let message = e.to_string();
         match e {
             LoadError::Model { .. } => Status::invalid_argument(message),
-            LoadError::Incompatible { .. } | LoadError::NoFile => {
+            LoadError::Incompatible { .. } | LoadError::NoFile | LoadError::NoRepository => {
                 Status::failed_precondition(message)
             }
+            LoadError::Repository(RepositoryError::NotFound(_)) => Status::not_found(message),
+            LoadError::Repository(_) => Status::failed_precondition(message),
             LoadError::Aborted(_) => Status::internal(message),
         }
     }
@@ -85,7 +95,11 @@ impl<N: HasModelSlot> ModelAdmin for ModelAdminService<N> {
                     "format: set only together with `content`",
                 ));
             }
-            slot.reload(version).await?
+            match (&version, slot.repository()) {
+                // With a repository, a version names a version directory there.
+                (Some(v), Some(_)) => slot.load_version(Some(v)).await?,
+                _ => slot.reload(version).await?,
+            }
         } else {
             let format = parse_format(&r.format)?;
             slot.load_bytes(r.content, format, version).await?
@@ -97,33 +111,165 @@ impl<N: HasModelSlot> ModelAdmin for ModelAdminService<N> {
     }
 }
 
+/// The model repository extension over a node, on its admin listener.
+pub struct RepositoryService<N> {
+    node: Arc<N>,
+}
+
+impl<N> RepositoryService<N> {
+    /// The repository of `node`.
+    pub fn new(node: Arc<N>) -> Self {
+        Self { node }
+    }
+}
+
+impl<N: HasModelSlot> RepositoryService<N> {
+    /// The repository and served model, or FAILED_PRECONDITION when the node has none.
+    fn repository(&self, name: &str) -> Result<(&Repository, &str), Status> {
+        let Some((repository, model)) = self.node.model_slot().repository() else {
+            return Err(Status::failed_precondition(
+                "this node serves no model repository (start it with --model-repository)",
+            ));
+        };
+        let own = repository
+            .root()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        if !name.is_empty() && name != own {
+            return Err(Status::not_found(format!(
+                "repository_name: {name:?}; this node serves one repository, {own:?}"
+            )));
+        }
+        Ok((repository, model))
+    }
+}
+
+fn repository_status(e: RepositoryError) -> Status {
+    match e {
+        RepositoryError::NotFound(m) => Status::not_found(m),
+        other => Status::failed_precondition(other.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl<N: HasModelSlot> ModelRepositoryService for RepositoryService<N> {
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let r = request.into_inner();
+        let (repository, served_model) = self.repository(&r.repository_name)?;
+        let current = self.node.model_slot().current();
+        let in_service = |e: &Entry| {
+            e.model == served_model
+                && e.version.to_string() == current.meta.version
+                && current.source == Source::File(e.file.clone())
+        };
+        let models = repository
+            .scan()
+            .map_err(repository_status)?
+            .into_iter()
+            .map(|e| {
+                let ready = in_service(&e);
+                ModelIndex {
+                    name: e.model.clone(),
+                    version: e.version.to_string(),
+                    state: if ready { "READY" } else { "UNAVAILABLE" }.into(),
+                    reason: if ready {
+                        String::new()
+                    } else if e.model == served_model {
+                        "not the version in service".into()
+                    } else {
+                        format!("this node serves {served_model:?}")
+                    },
+                }
+            })
+            .filter(|m| !r.ready || m.state == "READY")
+            .collect();
+        Ok(Response::new(RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let r = request.into_inner();
+        let (_, served_model) = self.repository(&r.repository_name)?;
+        if r.model_name != served_model {
+            return Err(Status::failed_precondition(format!(
+                "model_name: {:?}; this node serves {served_model:?} (one model per node)",
+                r.model_name
+            )));
+        }
+        self.node.model_slot().load_version(None).await?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        let r = request.into_inner();
+        let (_, served_model) = self.repository(&r.repository_name)?;
+        if r.model_name == served_model {
+            return Err(Status::failed_precondition(format!(
+                "model_name: {served_model:?} is the model this node serves; a node always \
+                 serves one model: load another version instead"
+            )));
+        }
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
+    }
+}
+
 /// Reloads the slot's configured file on SIGHUP, and, when `watch` is set, whenever the file
 /// changes. Runs until the task is dropped; refusals are logged by the slot.
 pub async fn reload_on_signal_and_change<N: HasModelSlot>(node: Arc<N>, watch: Option<Duration>) {
     let slot = node.model_slot();
-    let Some(path) = slot.file().map(Path::to_path_buf) else {
-        return;
-    };
     let mut hangup = hangup_signals();
     let mut tick = watch.map(tokio::time::interval);
     if let Some(t) = &mut tick {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
-    let mut watcher = FileWatch::new(stat(&path));
+    let mut path = slot.file();
+    let mut watcher = FileWatch::new(path.as_deref().and_then(stat));
+    // The newest repository version tried, so that a refused one is not retried every tick.
+    let mut newest_tried = slot
+        .repository()
+        .map(|_| slot.current().meta.version.clone());
     loop {
         tokio::select! {
             Some(()) = next_hangup(&mut hangup) => {
-                tracing::info!(file = %path.display(), "SIGHUP: reloading the model file");
-                let _ = slot.reload(None).await;
-                watcher.loaded(stat(&path));
+                if let Some(p) = &path {
+                    tracing::info!(file = %p.display(), "SIGHUP: reloading the model file");
+                    let _ = slot.reload(None).await;
+                    // Loaded as it is now: the watch does not load it again.
+                    watcher = FileWatch::new(stat(p));
+                }
             }
             Some(_) = next_tick(&mut tick) => {
-                if watcher.observe(stat(&path)) {
-                    tracing::info!(file = %path.display(), "model file changed: reloading it");
+                if let Some((repository, model)) = slot.repository()
+                    && let Ok(latest) = repository.latest(model)
+                    && newest_tried.as_deref() != Some(latest.version.to_string().as_str())
+                {
+                    let v = latest.version.to_string();
+                    tracing::info!(model, version = %v, "new version in the model repository");
+                    newest_tried = Some(v.clone());
+                    let _ = slot.load_version(Some(&v)).await;
+                } else if let Some(p) = &path
+                    && watcher.observe(stat(p))
+                {
+                    tracing::info!(file = %p.display(), "model file changed: reloading it");
                     let _ = slot.reload(None).await;
                 }
             }
             else => return,
+        }
+        // A load may have changed the file in service: watch that one from now on.
+        let now = slot.file();
+        if now != path {
+            watcher = FileWatch::new(now.as_deref().and_then(stat));
+            path = now;
         }
     }
 }
@@ -162,12 +308,6 @@ impl FileWatch {
             return true;
         }
         false
-    }
-
-    /// Records that the file was loaded (by another trigger) as it is now.
-    fn loaded(&mut self, now: Stamp) {
-        self.loaded = now;
-        self.last_seen = now;
     }
 }
 
@@ -246,13 +386,6 @@ mod tests {
         assert!(!w.observe(None));
         assert!(!w.observe(at(4, 10)));
         assert!(w.observe(at(4, 10)));
-    }
-
-    #[test]
-    fn a_load_by_another_trigger_is_not_repeated() {
-        let mut w = FileWatch::new(at(1, 10));
-        w.loaded(at(2, 10));
-        assert!(!w.observe(at(2, 10)));
     }
 
     #[test]

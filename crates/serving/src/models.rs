@@ -19,6 +19,7 @@ use edgeinfer_model::{Classifier, ModelError, ModelFormat, ModelMetadata};
 
 use crate::batcher::{Batcher, BatcherConfig};
 use crate::metrics::BatcherMetrics;
+use crate::repository::{Repository, RepositoryError};
 
 /// Where a model came from, for logs and the status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,8 +73,14 @@ pub enum LoadError {
         detail: String,
     },
     /// A reload was asked of a node whose model came from no file.
-    #[error("the node was started on no model file, so there is none to reload")]
+    #[error("the model in service came from no file (it was uploaded), so there is none to reload")]
     NoFile,
+    /// A version was asked of a node started without a model repository.
+    #[error("version: this node serves no model repository (--model-repository)")]
+    NoRepository,
+    /// The repository has no such model or version.
+    #[error(transparent)]
+    Repository(RepositoryError),
     /// A loading thread failed.
     #[error("loading {0} failed: the loading thread stopped")]
     Aborted(String),
@@ -90,9 +97,9 @@ pub struct ModelSlot {
     /// One load at a time: two concurrent loads would each check against the same old model
     /// and the later swap would win silently.
     loading: tokio::sync::Mutex<()>,
-    /// The file the configuration names, which reloads (SIGHUP, the file watch, an empty
-    /// `LoadModel`) read again; `None` when the first model did not come from a file.
-    file: Option<PathBuf>,
+    /// The model repository and the model directory this node serves from it, when the node
+    /// was started on one.
+    repository: Option<(Repository, String)>,
 }
 
 impl ModelSlot {
@@ -105,31 +112,62 @@ impl ModelSlot {
         config: BatcherConfig,
         metrics: BatcherMetrics,
     ) -> Self {
-        let file = match &source {
-            Source::File(p) => Some(p.clone()),
-            Source::Upload => None,
-        };
         let served = Self::serve(model, source, version, config, metrics.clone());
         Self {
             current: RwLock::new(Arc::new(served)),
             config,
             metrics,
             loading: tokio::sync::Mutex::new(()),
-            file,
+            repository: None,
         }
     }
 
-    /// The configured model file, if the node was started on one.
-    pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
+    /// Serves model directory `model` of `repository`: versions are loaded from there.
+    pub fn with_repository(mut self, repository: Repository, model: String) -> Self {
+        self.repository = Some((repository, model));
+        self
     }
 
-    /// Loads the configured file again (SIGHUP, the file watch, an empty `LoadModel`).
+    /// The repository and the model directory served from it, if any.
+    pub fn repository(&self) -> Option<(&Repository, &str)> {
+        self.repository.as_ref().map(|(r, m)| (r, m.as_str()))
+    }
+
+    /// The file the model in service came from, if it came from one.
+    pub fn file(&self) -> Option<PathBuf> {
+        match &self.current().source {
+            Source::File(p) => Some(p.clone()),
+            Source::Upload => None,
+        }
+    }
+
+    /// Loads the file of the model in service again (SIGHUP, the file watch, an empty
+    /// `LoadModel`), keeping its version when it came from a repository.
     pub async fn reload(&self, version: Option<String>) -> Result<Arc<Served>, LoadError> {
-        match self.file.clone() {
-            Some(path) => self.load_file(&path, version).await,
-            None => Err(LoadError::NoFile),
+        let Some(path) = self.file() else {
+            return Err(LoadError::NoFile);
+        };
+        let version = version.or_else(|| {
+            self.repository
+                .as_ref()
+                .map(|_| self.current().meta.version.clone())
+        });
+        self.load_file(&path, version).await
+    }
+
+    /// Loads version `version` of the served model from the repository; `None` loads the
+    /// highest version there.
+    pub async fn load_version(&self, version: Option<&str>) -> Result<Arc<Served>, LoadError> {
+        let Some((repository, model)) = &self.repository else {
+            return Err(LoadError::NoRepository);
+        };
+        let entry = match version {
+            Some(v) => repository.find(model, v),
+            None => repository.latest(model),
         }
+        .map_err(LoadError::Repository)?;
+        self.load_file(&entry.file, Some(entry.version.to_string()))
+            .await
     }
 
     fn serve(

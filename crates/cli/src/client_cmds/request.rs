@@ -359,7 +359,6 @@ pub fn oip_answer(response: &ModelInferResponse) -> Result<Answer, tonic::Status
         timing: oip_timing(&response.parameters),
         model: param("model")
             .and_then(oip::as_string)
-            .map(str::to_string)
             .filter(|m| !m.is_empty()),
     })
 }
