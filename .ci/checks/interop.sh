@@ -47,7 +47,7 @@ trap stop_servers EXIT
 trap 'exit 130' INT TERM
 
 # Port 0 everywhere: the checks never collide with a running `edgeinfer up` or another run.
-edgeinfer up --edge-listen 127.0.0.1:0 --cloud-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+edgeinfer up --edge-listen 127.0.0.1:0 --cloud-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --cloud-admin-listen 127.0.0.1:0 \
     --edge-metrics-listen 127.0.0.1:0 --cloud-metrics-listen 127.0.0.1:0 \
     >"$work/up.log" 2>&1 &
 server_pid=$!

@@ -96,7 +96,7 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
     eprintln!("cloud listening on {}", servers.cloud);
     eprintln!("edge listening on {}", servers.edge);
     eprintln!(
-        "edge admin (EdgeAdmin, ModelAdmin) listening on {}; for example:\n  {}\n  {}",
+        "edge admin (EdgeAdmin) listening on {} (ModelAdmin too); for example:\n  {}\n  {}",
         servers.edge_admin,
         admin_command(
             servers.edge_admin,
