@@ -192,7 +192,7 @@ fn infer_tensor_contents_matches_public_definition() {
 }
 
 #[test]
-fn service_has_the_six_rpcs() {
+fn service_has_the_eight_rpcs() {
     let set = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
     let file = set
         .file
@@ -206,9 +206,11 @@ fn service_has_the_six_rpcs() {
     assert_eq!(
         methods,
         [
+            "ModelConfig",
             "ModelInfer",
             "ModelMetadata",
             "ModelReady",
+            "ModelStatistics",
             "ServerLive",
             "ServerMetadata",
             "ServerReady"

@@ -12,10 +12,12 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use edgeinfer::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use edgeinfer::inference::model_repository::model_repository_service_client::ModelRepositoryServiceClient;
 use edgeinfer::inference::model_repository::{
     RepositoryIndexRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
 };
+use edgeinfer::inference::{ModelConfigRequest, ModelStatisticsRequest};
 use edgeinfer::v1::infer_request::Input;
 use edgeinfer::v1::inference_client::InferenceClient;
 use edgeinfer::v1::model_admin_client::ModelAdminClient;
@@ -275,6 +277,56 @@ async fn the_watch_and_sighup_reload_and_the_data_port_refuses() {
     // The file watch: a new file is swapped in, without a call.
     write_version(&live, "w2");
     wait_for_model(&mut data, "edge-mlp@w2").await;
+
+    // OIP statistics are per version: the new one counts its own inferences only.
+    let mut oip = GrpcInferenceServiceClient::connect(format!("http://{}", s.edge))
+        .await
+        .unwrap();
+    let stats = |oip: &mut GrpcInferenceServiceClient<Channel>| {
+        let mut oip = oip.clone();
+        async move {
+            oip.model_statistics(ModelStatisticsRequest {
+                name: "edge-mlp".into(),
+                version: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .model_stats
+            .remove(0)
+        }
+    };
+    let before = stats(&mut oip).await;
+    assert_eq!(before.version, "w2");
+    for _ in 0..3 {
+        edge_model_now(&mut data).await;
+    }
+    let after = stats(&mut oip).await;
+    assert_eq!(after.inference_count, before.inference_count + 3);
+    let success = after.inference_stats.unwrap().success.unwrap();
+    assert_eq!(success.count, after.inference_count);
+    assert!(success.ns > 0 && after.last_inference > 0);
+    let config = oip
+        .model_config(ModelConfigRequest {
+            name: "edge-mlp".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
+    assert_eq!(config.input[0].dims, vec![784]);
+    assert_eq!(config.output[0].dims, vec![10]);
+    assert_eq!(config.max_batch_size, 64);
+    let e = oip
+        .model_statistics(ModelStatisticsRequest {
+            name: "edge-mlp".into(),
+            version: "w1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
 
     // A bad file under the watch: refused, logged by name, the old model serves.
     let name = live.display().to_string();

@@ -93,7 +93,7 @@ impl Node for CloudNode {
     async fn infer(&self, call: Call) -> Result<Answer, ServeError> {
         // Held until the answer: the request finishes on the model it started with.
         let served = self.model.current();
-        let scored = served.batcher.classify(call.input.values).await?;
+        let scored = served.classify(call.input.values).await?;
         let (index, confidence) = argmax(&scored.probabilities);
         let total = call.received.elapsed();
         Ok(Answer {
@@ -118,6 +118,10 @@ impl Node for CloudNode {
 
     fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    fn served(&self) -> Option<Arc<edgeinfer_serving::models::Served>> {
+        Some(self.model.current())
     }
 }
 
@@ -167,8 +171,14 @@ pub fn prepare(config: CloudConfig) -> anyhow::Result<Prepared> {
         "CLOUD",
     )
     .map_err(anyhow::Error::msg)?;
-    let model = edgeinfer_model::load_classifier(&model_file)
-        .with_context(|| format!("--model / CLOUD_MODEL {}", model_file.display()))?;
+    let model = edgeinfer_model::load_classifier(&model_file).with_context(|| {
+        let setting = if repository.is_some() {
+            "--model-repository / CLOUD_MODEL_REPOSITORY"
+        } else {
+            "--model / CLOUD_MODEL"
+        };
+        format!("{setting} {}", model_file.display())
+    })?;
     Ok(Prepared {
         config,
         model,

@@ -102,8 +102,14 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
         "EDGE",
     )
     .map_err(anyhow::Error::msg)?;
-    let model = edgeinfer_model::load_classifier(&model_file)
-        .with_context(|| format!("--model / EDGE_MODEL {}", model_file.display()))?;
+    let model = edgeinfer_model::load_classifier(&model_file).with_context(|| {
+        let setting = if repository.is_some() {
+            "--model-repository / EDGE_MODEL_REPOSITORY"
+        } else {
+            "--model / EDGE_MODEL"
+        };
+        format!("{setting} {}", model_file.display())
+    })?;
     let profile = LinkProfile::resolve(&config.link_profile).with_context(|| {
         format!(
             "--link-profile / EDGE_LINK_PROFILE {:?}",

@@ -81,6 +81,10 @@ impl Node for EdgeNode {
     fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+
+    fn served(&self) -> Option<Arc<edgeinfer_serving::models::Served>> {
+        Some(self.router.model.current())
+    }
 }
 
 impl HasModelSlot for EdgeNode {

@@ -56,7 +56,7 @@ impl EdgeModel for ModelSlot {
         let served = self.current();
         let input = call.input.values.clone();
         async move {
-            let scored = served.batcher.classify(input).await?;
+            let scored = served.classify(input).await?;
             Ok((scored, served.meta.clone()))
         }
     }

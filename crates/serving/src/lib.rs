@@ -12,6 +12,7 @@
 //! - [`node`]: the [`node::Node`] trait the front ends call, and the decoded [`node::Call`].
 //! - [`native`]: the native `edgeinfer.v1.Inference` service over a node.
 //! - [`oip`]: the Open Inference Protocol service over a node.
+//! - [`oip_models`]: its `ModelConfig` and `ModelStatistics` calls.
 //! - [`repository`]: a model repository in Triton's layout, scanned with bounds.
 //! - [`error`]: serving errors and their one mapping to gRPC codes.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
@@ -38,6 +39,7 @@ pub mod models;
 pub mod native;
 pub mod node;
 pub mod oip;
+pub mod oip_models;
 pub mod repository;
 pub mod server;
 pub mod shutdown;

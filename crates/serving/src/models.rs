@@ -13,11 +13,13 @@
 //! `Arc` clone, swaps are rare, and std serves, so no extra crate.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use edgeinfer_model::{Classifier, ModelError, ModelFormat, ModelMetadata};
 
-use crate::batcher::{Batcher, BatcherConfig};
+use crate::batcher::{BatchError, Batcher, BatcherConfig, Scored};
 use crate::metrics::BatcherMetrics;
 use crate::repository::{Repository, RepositoryError};
 
@@ -51,6 +53,54 @@ pub struct Served {
     pub batcher: Batcher,
     /// Where it was loaded from.
     pub source: Source,
+    /// What this version has done since it was loaded (OIP `ModelStatistics`).
+    pub stats: VersionStats,
+    /// Most requests in one forward pass (OIP `ModelConfig`).
+    pub max_batch: usize,
+}
+
+/// Counts of one model version's inferences, kept by [`Served::classify`].
+#[derive(Debug, Default)]
+pub struct VersionStats {
+    /// Inferences answered.
+    pub success: AtomicU64,
+    /// Their queue plus compute time, in nanoseconds.
+    pub success_ns: AtomicU64,
+    /// Inferences failed or refused.
+    pub fail: AtomicU64,
+    /// Time answered inferences waited in the queue, in nanoseconds.
+    pub queue_ns: AtomicU64,
+    /// Forward-pass time of the batches answered inferences were in, in nanoseconds.
+    pub compute_ns: AtomicU64,
+    /// When the last inference ended, in milliseconds since the Unix epoch.
+    pub last_ms: AtomicU64,
+}
+
+impl Served {
+    /// Scores one input on this version, counting it in [`Served::stats`].
+    pub async fn classify(&self, input: Vec<f32>) -> Result<Scored, BatchError> {
+        let result = self.batcher.classify(input).await;
+        let s = &self.stats;
+        let nanos = |d: std::time::Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
+        match &result {
+            Ok(scored) => {
+                s.success.fetch_add(1, Ordering::Relaxed);
+                s.success_ns
+                    .fetch_add(nanos(scored.queue + scored.compute), Ordering::Relaxed);
+                s.queue_ns.fetch_add(nanos(scored.queue), Ordering::Relaxed);
+                s.compute_ns
+                    .fetch_add(nanos(scored.compute), Ordering::Relaxed);
+            }
+            Err(_) => {
+                s.fail.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        s.last_ms.store(now, Ordering::Relaxed);
+        result
+    }
 }
 
 /// Why a model was refused.
@@ -187,6 +237,8 @@ impl ModelSlot {
             meta: Arc::new(meta),
             batcher: Batcher::new(model, config, metrics),
             source,
+            stats: VersionStats::default(),
+            max_batch: config.max_batch,
         }
     }
 
@@ -375,13 +427,18 @@ mod tests {
         });
         slot.swap_in(new, Source::Upload, None).unwrap();
         // The old model still answers the request that holds it, with its own result.
-        let scored = before.batcher.classify(vec![0.0, 0.0]).await.unwrap();
+        let scored = before.classify(vec![0.0, 0.0]).await.unwrap();
         assert_eq!(scored.probabilities, vec![1.0, 0.0]);
+        assert_eq!(before.stats.success.load(Ordering::Relaxed), 1);
+        assert!(before.stats.last_ms.load(Ordering::Relaxed) > 0);
         assert_eq!(before.model_ref, "m@1");
         let after = slot.current();
         assert_eq!(after.model_ref, "m@2");
-        let scored = after.batcher.classify(vec![0.0, 0.0]).await.unwrap();
+        let scored = after.classify(vec![0.0, 0.0]).await.unwrap();
         assert_eq!(scored.probabilities, vec![0.0, 1.0]);
+        // Counted on the version that answered, not on the other.
+        assert_eq!(after.stats.success.load(Ordering::Relaxed), 1);
+        assert_eq!(before.stats.success.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

@@ -53,6 +53,12 @@ pub trait Node: Send + Sync + 'static {
         InputLimits::default()
     }
 
+    /// The model version in service with its statistics, for OIP `ModelConfig` and
+    /// `ModelStatistics`; `None` for a node without one.
+    fn served(&self) -> Option<Arc<crate::models::Served>> {
+        None
+    }
+
     /// Resolves a requested model name: empty or the task name means the task (answered by the
     /// first model, routed on the edge); a concrete model's name selects it. Shares the
     /// node's list: nothing is copied per request.

@@ -356,4 +356,18 @@ impl<N: Node> GrpcInferenceService for OipService<N> {
             }
         }
     }
+
+    async fn model_config(
+        &self,
+        request: Request<edgeinfer::inference::ModelConfigRequest>,
+    ) -> Result<Response<edgeinfer::inference::ModelConfigResponse>, Status> {
+        crate::oip_models::model_config(&*self.node, request.get_ref()).map(Response::new)
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<edgeinfer::inference::ModelStatisticsRequest>,
+    ) -> Result<Response<edgeinfer::inference::ModelStatisticsResponse>, Status> {
+        crate::oip_models::model_statistics(&*self.node, request.get_ref()).map(Response::new)
+    }
 }
