@@ -24,7 +24,7 @@ use anyhow::Context;
 use edgeinfer::inference::model_repository::model_repository_service_server::ModelRepositoryServiceServer;
 use edgeinfer::service_names;
 use edgeinfer::v1::model_admin_server::ModelAdminServer;
-use edgeinfer_model::{Classifier, ModelMetadata};
+use edgeinfer_model::ModelMetadata;
 use edgeinfer_serving::answer::{Answer, Reason, Tier, Timing};
 use edgeinfer_serving::auth::{BearerAuthLayer, token_setting};
 use edgeinfer_serving::error::ServeError;
@@ -32,9 +32,9 @@ use edgeinfer_serving::metrics::{Metrics, serve_metrics};
 use edgeinfer_serving::model_admin::{
     HasModelSlot, ModelAdminService, RepositoryService, reload_on_signal_and_change,
 };
-use edgeinfer_serving::models::{ModelSlot, Source};
+use edgeinfer_serving::models::ModelSlot;
 use edgeinfer_serving::node::{Call, Node, argmax};
-use edgeinfer_serving::repository::{Repository, starting_file};
+use edgeinfer_serving::repository::StartingModel;
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use futures::FutureExt;
 use prometheus_client::registry::Registry;
@@ -51,29 +51,11 @@ pub struct CloudNode {
 }
 
 impl CloudNode {
-    /// Wraps `model`, loaded from `source` (a version of `repository`'s model, if set),
-    /// registering the metrics in `registry`.
-    pub fn new(
-        model: Arc<dyn Classifier>,
-        source: Source,
-        repository: Option<(Repository, String, String)>,
-        config: &CloudConfig,
-        registry: &mut Registry,
-    ) -> Self {
+    /// Serves `model`, registering the metrics in `registry`.
+    pub fn new(model: StartingModel, config: &CloudConfig, registry: &mut Registry) -> Self {
         let metrics = Metrics::register(registry);
-        let version = repository.as_ref().map(|(_, _, v)| v.clone());
-        let mut slot = ModelSlot::new(
-            model,
-            source,
-            version,
-            config.batcher(),
-            metrics.batcher.clone(),
-        );
-        if let Some((repository, name, _)) = repository {
-            slot = slot.with_repository(repository, name);
-        }
         Self {
-            model: slot,
+            model: model.into_slot(config.batcher(), metrics.batcher.clone()),
             metrics,
         }
     }
@@ -137,17 +119,13 @@ pub struct Prepared {
     /// The settings.
     pub config: CloudConfig,
     /// The cloud model.
-    pub model: Arc<dyn Classifier>,
+    pub model: StartingModel,
     /// The server's TLS settings; `None` for plaintext.
     pub tls: Option<ServerTlsConfig>,
     /// The bearer token clients must present; `None` accepts any caller.
     pub auth_token: Option<String>,
     /// The bearer token admin calls must present; `None` accepts any caller.
     pub admin_token: Option<String>,
-    /// The file the model was loaded from (--model, or the repository's latest version).
-    pub model_file: std::path::PathBuf,
-    /// The repository, the model directory served from it and the version loaded.
-    pub repository: Option<(Repository, String, String)>,
 }
 
 /// Loads the model and the TLS files named in `config`, naming the setting at fault in the
@@ -164,29 +142,18 @@ pub fn prepare(config: CloudConfig) -> anyhow::Result<Prepared> {
         config.admin_token_file.as_deref(),
         "--admin-token",
     )?;
-    let (model_file, repository) = starting_file(
+    let model = StartingModel::load(
         &config.model,
         config.model_repository.as_deref(),
         &config.repository_model,
         "CLOUD",
-    )
-    .map_err(anyhow::Error::msg)?;
-    let model = edgeinfer_model::load_classifier(&model_file).with_context(|| {
-        let setting = if repository.is_some() {
-            "--model-repository / CLOUD_MODEL_REPOSITORY"
-        } else {
-            "--model / CLOUD_MODEL"
-        };
-        format!("{setting} {}", model_file.display())
-    })?;
+    )?;
     Ok(Prepared {
         config,
         model,
         tls,
         auth_token,
         admin_token,
-        model_file,
-        repository,
     })
 }
 
@@ -203,17 +170,9 @@ pub async fn run(
         tls,
         auth_token,
         admin_token,
-        model_file,
-        repository,
     } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
-    let node = Arc::new(CloudNode::new(
-        model,
-        Source::File(model_file),
-        repository,
-        &config,
-        &mut registry,
-    ));
+    let node = Arc::new(CloudNode::new(model, &config, &mut registry));
     let shutdown = shutdown.shared();
     let reloads = tokio::spawn(reload_on_signal_and_change(
         node.clone(),

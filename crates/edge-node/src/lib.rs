@@ -47,14 +47,12 @@ use edgeinfer::service_names;
 use edgeinfer::v1::edge_admin_server::EdgeAdminServer;
 use edgeinfer::v1::model_admin_server::ModelAdminServer;
 use edgeinfer_linksim::{Link, LinkProfile, TraceSource};
-use edgeinfer_model::Classifier;
 use edgeinfer_serving::auth::BearerAuthLayer;
 use edgeinfer_serving::metrics::{Metrics, serve_metrics};
 use edgeinfer_serving::model_admin::{
     ModelAdminService, RepositoryService, reload_on_signal_and_change,
 };
-use edgeinfer_serving::models::{ModelSlot, Source};
-use edgeinfer_serving::repository::{Repository, starting_file};
+use edgeinfer_serving::repository::StartingModel;
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use futures::FutureExt;
 use prometheus_client::metrics::gauge::Gauge;
@@ -75,7 +73,7 @@ pub struct Prepared {
     /// The settings.
     pub config: EdgeConfig,
     /// The edge model.
-    pub model: Arc<dyn Classifier>,
+    pub model: StartingModel,
     /// The link profile.
     pub profile: LinkProfile,
     /// The server's TLS settings; `None` for plaintext.
@@ -86,30 +84,17 @@ pub struct Prepared {
     pub tokens: Tokens,
     /// Where trace files named by profile documents from `SetLinkProfile` may be.
     pub traces: TraceSource,
-    /// The file the model was loaded from (--model, or the repository's latest version).
-    pub model_file: std::path::PathBuf,
-    /// The repository, the model directory served from it and the version loaded.
-    pub repository: Option<(Repository, String, String)>,
 }
 
 /// Loads the model, the link profile and the TLS files and checks the cloud address, naming
 /// the setting at fault in the error.
 pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
-    let (model_file, repository) = starting_file(
+    let model = StartingModel::load(
         &config.model,
         config.model_repository.as_deref(),
         &config.repository_model,
         "EDGE",
-    )
-    .map_err(anyhow::Error::msg)?;
-    let model = edgeinfer_model::load_classifier(&model_file).with_context(|| {
-        let setting = if repository.is_some() {
-            "--model-repository / EDGE_MODEL_REPOSITORY"
-        } else {
-            "--model / EDGE_MODEL"
-        };
-        format!("{setting} {}", model_file.display())
-    })?;
+    )?;
     let profile = LinkProfile::resolve(&config.link_profile).with_context(|| {
         format!(
             "--link-profile / EDGE_LINK_PROFILE {:?}",
@@ -149,8 +134,6 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
         cloud_tls,
         tokens,
         traces,
-        model_file,
-        repository,
     })
 }
 
@@ -261,8 +244,6 @@ pub async fn run(
         cloud_tls,
         tokens,
         traces,
-        model_file,
-        repository,
     } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
     let metrics = Metrics::register(&mut registry);
@@ -280,16 +261,7 @@ pub async fn run(
         tracing::warn!("no cloud configured: the edge answers everything itself");
         None
     };
-    let mut slot = ModelSlot::new(
-        model,
-        Source::File(model_file),
-        repository.as_ref().map(|(_, _, v)| v.clone()),
-        config.batcher(),
-        metrics.batcher.clone(),
-    );
-    if let Some((repository, name, _)) = repository {
-        slot = slot.with_repository(repository, name);
-    }
+    let slot = model.into_slot(config.batcher(), metrics.batcher.clone());
     let policy = Policy {
         threshold: config.threshold,
         default_budget: Duration::from_millis(u64::from(config.budget_ms)),

@@ -7,6 +7,14 @@
 //! bounded (directory entries read), so a huge or hostile directory cannot stall a node.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use edgeinfer_model::Classifier;
+
+use crate::batcher::BatcherConfig;
+use crate::metrics::BatcherMetrics;
+use crate::models::{ModelSlot, Source};
 
 /// Most directory entries read by one scan, over all levels.
 const MAX_ENTRIES: usize = 10_000;
@@ -158,27 +166,67 @@ impl Repository {
     }
 }
 
-/// The model file a node starts on: the highest version of `model` in `repository` when one
-/// is configured (with its repository and version), else `file`. `env` prefixes the
-/// environment names in errors ("EDGE", "CLOUD").
-pub fn starting_file(
-    file: &Path,
-    repository: Option<&Path>,
-    model: &str,
-    env: &str,
-) -> Result<(PathBuf, Option<(Repository, String, String)>), String> {
-    let Some(root) = repository else {
-        return Ok((file.to_path_buf(), None));
-    };
-    let setting = format!("--model-repository / {env}_MODEL_REPOSITORY");
-    let repo = Repository::open(root).map_err(|e| format!("{setting}: {e}"))?;
-    let entry = repo
-        .latest(model)
-        .map_err(|e| format!("{setting}, --repository-model {model:?}: {e}"))?;
-    Ok((
-        entry.file,
-        Some((repo, model.to_string(), entry.version.to_string())),
-    ))
+/// The model a node starts on, loaded and probed before any port is bound: the highest
+/// version of a model in a repository when one is configured, else the model file.
+#[derive(Clone)]
+pub struct StartingModel {
+    /// The model.
+    pub model: Arc<dyn Classifier>,
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    /// The repository, the model directory served from it, and the version loaded.
+    pub repository: Option<(Repository, String, String)>,
+}
+
+impl StartingModel {
+    /// Loads `file`, or the highest version of `model` in `repository` when set. `env`
+    /// prefixes the environment names in errors ("EDGE", "CLOUD").
+    pub fn load(
+        file: &Path,
+        repository: Option<&Path>,
+        model: &str,
+        env: &str,
+    ) -> anyhow::Result<Self> {
+        let (file, repository, setting) = match repository {
+            None => (file.to_path_buf(), None, format!("--model / {env}_MODEL")),
+            Some(root) => {
+                let setting = format!("--model-repository / {env}_MODEL_REPOSITORY");
+                let repo = Repository::open(root).map_err(|e| anyhow!("{setting}: {e}"))?;
+                let entry = repo
+                    .latest(model)
+                    .map_err(|e| anyhow!("{setting}, --repository-model {model:?}: {e}"))?;
+                let version = entry.version.to_string();
+                (
+                    entry.file,
+                    Some((repo, model.to_string(), version)),
+                    setting,
+                )
+            }
+        };
+        let loaded = edgeinfer_model::load_classifier(&file)
+            .with_context(|| format!("{setting} {}", file.display()))?;
+        Ok(Self {
+            model: loaded,
+            file,
+            repository,
+        })
+    }
+
+    /// The slot serving this model, its version the repository's when it came from one.
+    pub fn into_slot(self, config: BatcherConfig, metrics: BatcherMetrics) -> ModelSlot {
+        let version = self.repository.as_ref().map(|(_, _, v)| v.clone());
+        let slot = ModelSlot::new(
+            self.model,
+            Source::File(self.file),
+            version,
+            config,
+            metrics,
+        );
+        match self.repository {
+            Some((repository, name, _)) => slot.with_repository(repository, name),
+            None => slot,
+        }
+    }
 }
 
 fn read_bounded(
