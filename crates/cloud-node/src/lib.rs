@@ -21,16 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use edgeinfer::inference::model_repository::model_repository_service_server::ModelRepositoryServiceServer;
-use edgeinfer::service_names;
-use edgeinfer::v1::model_admin_server::ModelAdminServer;
 use edgeinfer_model::ModelMetadata;
 use edgeinfer_serving::answer::{Answer, Reason, Tier, Timing};
 use edgeinfer_serving::auth::{BearerAuthLayer, token_setting};
 use edgeinfer_serving::error::ServeError;
 use edgeinfer_serving::metrics::{Metrics, serve_metrics};
 use edgeinfer_serving::model_admin::{
-    HasModelSlot, ModelAdminService, RepositoryService, reload_on_signal_and_change,
+    HasModelSlot, add_model_control, reload_on_signal_and_change,
 };
 use edgeinfer_serving::models::ModelSlot;
 use edgeinfer_serving::node::{Call, Node, argmax};
@@ -212,19 +209,12 @@ pub async fn run(
             );
         }
         let mut routes = RoutesBuilder::default();
-        routes
-            .add_service(
-                ModelAdminServer::new(ModelAdminService::new(node.clone()))
-                    .max_decoding_message_size(config.max_message_bytes),
-            )
-            .add_service(ModelRepositoryServiceServer::new(RepositoryService::new(
-                node,
-            )));
+        let names = add_model_control(&mut routes, node, config.max_message_bytes);
         serve(
             "admin",
             listener,
             routes,
-            vec![service_names::MODEL_ADMIN, service_names::MODEL_REPOSITORY],
+            names.to_vec(),
             BearerAuthLayer::new(admin_token),
             tls,
             shutdown,

@@ -42,16 +42,12 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context;
-use edgeinfer::inference::model_repository::model_repository_service_server::ModelRepositoryServiceServer;
 use edgeinfer::service_names;
 use edgeinfer::v1::edge_admin_server::EdgeAdminServer;
-use edgeinfer::v1::model_admin_server::ModelAdminServer;
 use edgeinfer_linksim::{Link, LinkProfile, TraceSource};
 use edgeinfer_serving::auth::BearerAuthLayer;
 use edgeinfer_serving::metrics::{Metrics, serve_metrics};
-use edgeinfer_serving::model_admin::{
-    ModelAdminService, RepositoryService, reload_on_signal_and_change,
-};
+use edgeinfer_serving::model_admin::{add_model_control, reload_on_signal_and_change};
 use edgeinfer_serving::repository::StartingModel;
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use futures::FutureExt;
@@ -327,27 +323,21 @@ pub async fn run(
             );
         }
         let mut routes = RoutesBuilder::default();
-        routes
-            .add_service(EdgeAdminServer::new(admin::AdminService::new(
-                node.clone(),
-                traces,
-            )))
-            .add_service(
-                ModelAdminServer::new(ModelAdminService::new(node.clone()))
-                    .max_decoding_message_size(config.max_message_bytes),
-            )
-            .add_service(ModelRepositoryServiceServer::new(RepositoryService::new(
-                node,
-            )));
+        routes.add_service(EdgeAdminServer::new(admin::AdminService::new(
+            node.clone(),
+            traces,
+        )));
+        let mut names = vec![service_names::EDGE_ADMIN];
+        names.extend(add_model_control(
+            &mut routes,
+            node,
+            config.max_message_bytes,
+        ));
         serve(
             "admin",
             listener,
             routes,
-            vec![
-                service_names::EDGE_ADMIN,
-                service_names::MODEL_ADMIN,
-                service_names::MODEL_REPOSITORY,
-            ],
+            names,
             BearerAuthLayer::new(tokens.admin),
             server_tls,
             shutdown,

@@ -1,5 +1,6 @@
 //! Model control for both nodes: the `ModelAdmin` service and the model repository extension
-//! (`RepositoryService`), served on the admin listener only, and the two other ways a node reloads its model file: SIGHUP and a watch on the file.
+//! (`RepositoryService`), served on the admin listener only, and the two other ways a node
+//! reloads its model file: SIGHUP and a watch on the file.
 //!
 //! The watch polls the file's modification time and length every interval rather than using
 //! inotify (the `notify` crate): it watches one file, a stat per second costs nothing, and
@@ -13,9 +14,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use edgeinfer::v1::model_admin_server::ModelAdmin;
+use edgeinfer::inference::model_repository::model_repository_service_server::ModelRepositoryServiceServer;
+use edgeinfer::service_names;
+use edgeinfer::v1::model_admin_server::{ModelAdmin, ModelAdminServer};
 use edgeinfer::v1::{LoadModelRequest, LoadModelResponse};
 use edgeinfer_model::ModelFormat;
+use tonic::service::RoutesBuilder;
 use tonic::{Request, Response, Status};
 
 use edgeinfer::inference::model_repository::model_repository_service_server::ModelRepositoryService;
@@ -220,6 +224,24 @@ impl<N: HasModelSlot> ModelRepositoryService for RepositoryService<N> {
         }
         Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
+}
+
+/// Adds the model control services (`ModelAdmin`, the model repository extension) over
+/// `node` to an admin listener's `routes`; returns their names for health.
+pub fn add_model_control<N: HasModelSlot>(
+    routes: &mut RoutesBuilder,
+    node: Arc<N>,
+    max_message_bytes: usize,
+) -> [&'static str; 2] {
+    routes
+        .add_service(
+            ModelAdminServer::new(ModelAdminService::new(node.clone()))
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(ModelRepositoryServiceServer::new(RepositoryService::new(
+            node,
+        )));
+    [service_names::MODEL_ADMIN, service_names::MODEL_REPOSITORY]
 }
 
 /// Reloads the slot's configured file on SIGHUP, and, when `watch` is set, whenever the file

@@ -113,8 +113,7 @@ impl Repository {
     pub fn latest(&self, model: &str) -> Result<Entry, RepositoryError> {
         self.scan()?
             .into_iter()
-            .filter(|e| e.model == model)
-            .next_back()
+            .rfind(|e| e.model == model)
             .ok_or_else(|| {
                 RepositoryError::NotFound(format!(
                     "{}: no version of model {model:?} (expected {}/{model}/<version>/<file>)",
