@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "edgeinfer/v1/inference.proto",
     "edgeinfer/v1/admin.proto",
     "inference/grpc_service.proto",
+    "inference/model_repository.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,7 +4,8 @@
 //!
 //! - [`v1`]: the native API, package `edgeinfer.v1` (`Inference`, `EdgeAdmin`).
 //! - [`inference`]: the Open Inference Protocol v2, package `inference`
-//!   (`GRPCInferenceService`), with the public field numbers.
+//!   (`GRPCInferenceService`), with the public field numbers, and its model repository
+//!   extension (`inference.model_repository.ModelRepositoryService`).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of every file under `proto/`, served by
 //!   reflection so that grpcurl and other tools need no `.proto` files.
 //! - [`oip`]: helpers for Open Inference Protocol parameters.
@@ -24,6 +25,11 @@ pub mod v1 {
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod inference {
     tonic::include_proto!("inference");
+
+    /// The model repository extension, package `inference.model_repository`.
+    pub mod model_repository {
+        tonic::include_proto!("inference.model_repository");
+    }
 }
 
 pub mod oip;
@@ -39,6 +45,10 @@ pub mod service_names {
     pub const INFERENCE: &str = "edgeinfer.v1.Inference";
     /// The edge administration service.
     pub const EDGE_ADMIN: &str = "edgeinfer.v1.EdgeAdmin";
+    /// The model control service (both nodes' admin listeners).
+    pub const MODEL_ADMIN: &str = "edgeinfer.v1.ModelAdmin";
+    /// The model repository extension of the Open Inference Protocol (admin listeners).
+    pub const MODEL_REPOSITORY: &str = "inference.model_repository.ModelRepositoryService";
     /// The Open Inference Protocol service.
     pub const OIP: &str = "inference.GRPCInferenceService";
 }

@@ -192,7 +192,7 @@ fn infer_tensor_contents_matches_public_definition() {
 }
 
 #[test]
-fn service_has_the_six_rpcs() {
+fn service_has_the_eight_rpcs() {
     let set = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
     let file = set
         .file
@@ -206,9 +206,11 @@ fn service_has_the_six_rpcs() {
     assert_eq!(
         methods,
         [
+            "ModelConfig",
             "ModelInfer",
             "ModelMetadata",
             "ModelReady",
+            "ModelStatistics",
             "ServerLive",
             "ServerMetadata",
             "ServerReady"
@@ -231,6 +233,7 @@ fn native_services_are_in_the_descriptor_set() {
     for name in [
         edgeinfer::service_names::INFERENCE,
         edgeinfer::service_names::EDGE_ADMIN,
+        edgeinfer::service_names::MODEL_ADMIN,
         edgeinfer::service_names::OIP,
     ] {
         assert!(services.iter().any(|s| s == name), "{name} missing");

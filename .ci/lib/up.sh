@@ -44,6 +44,7 @@ listening() {
 
 start_up() {
     edgeinfer up --edge-listen 127.0.0.1:0 --cloud-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+        --cloud-admin-listen 127.0.0.1:0 \
         --edge-metrics-listen 127.0.0.1:0 --cloud-metrics-listen 127.0.0.1:0 \
         --edge-http-listen 127.0.0.1:0 --cloud-http-listen 127.0.0.1:0 \
         >"$work/up.log" 2>&1 &

@@ -653,8 +653,8 @@ def start_up(*args):
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
         ["edgeinfer", "up", "--edge-listen", "127.0.0.1:0", "--cloud-listen", "127.0.0.1:0",
-         "--admin-listen", "127.0.0.1:0", "--edge-http-listen", "127.0.0.1:0",
-         "--cloud-http-listen", "127.0.0.1:0",
+         "--admin-listen", "127.0.0.1:0", "--cloud-admin-listen", "127.0.0.1:0",
+         "--edge-http-listen", "127.0.0.1:0", "--cloud-http-listen", "127.0.0.1:0",
          "--edge-metrics-listen", "off", "--cloud-metrics-listen", "off", *args],
         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
     )

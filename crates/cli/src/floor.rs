@@ -144,6 +144,34 @@ impl GrpcInferenceService for Floor {
             }],
         }))
     }
+    async fn model_config(
+        &self,
+        r: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        Ok(Response::new(ModelConfigResponse {
+            config: Some(ModelConfig {
+                name: r.into_inner().name,
+                platform: "edgeinfer-floor".into(),
+                max_batch_size: 0,
+                input: vec![ModelInput {
+                    name: "input".into(),
+                    data_type: DataType::TypeFp32 as i32,
+                    dims: vec![1, 784],
+                }],
+                output: vec![ModelOutput {
+                    name: "probabilities".into(),
+                    data_type: DataType::TypeFp32 as i32,
+                    dims: vec![1, CLASSES as i64],
+                }],
+            }),
+        }))
+    }
+    async fn model_statistics(
+        &self,
+        _: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        Err(Status::unimplemented("the floor keeps no statistics"))
+    }
     async fn model_infer(
         &self,
         r: Request<ModelInferRequest>,

@@ -77,6 +77,12 @@ pub struct LocalOptions {
     pub edge_http_listen: Option<SocketAddr>,
     /// Cloud OIP HTTP address, if any.
     pub cloud_http_listen: Option<SocketAddr>,
+    /// Cloud admin address (`ModelAdmin`), if any; it takes `admin_token` too.
+    pub cloud_admin_listen: Option<SocketAddr>,
+    /// Milliseconds between checks of both model files for changes, when not the default.
+    pub model_watch_ms: Option<u64>,
+    /// Edge model repository (Triton layout), served instead of `edge_model` when set.
+    pub edge_model_repository: Option<PathBuf>,
 }
 
 /// PEM files for [`LocalOptions::tls`]. Both nodes serve `cert`; the cloud also requires
@@ -114,6 +120,9 @@ impl Default for LocalOptions {
             tls: None,
             edge_http_listen: None,
             cloud_http_listen: None,
+            cloud_admin_listen: Some(any),
+            model_watch_ms: None,
+            edge_model_repository: None,
         }
     }
 }
@@ -140,6 +149,8 @@ pub struct LocalServers {
     cloud_task: Option<Running>,
     /// Kept to restart the cloud on the same address.
     cloud_prepared: cloud_node::Prepared,
+    /// Bound cloud admin address (`ModelAdmin`), if any.
+    pub cloud_admin: Option<SocketAddr>,
 }
 
 /// A server task and the switch that stops it.
@@ -180,13 +191,19 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         tls_client_ca: tls.map(|t| t.ca.clone()),
         auth_token: options.cloud_auth_token.clone().unwrap_or_default(),
         http_listen: options.cloud_http_listen,
+        admin_listen: options.cloud_admin_listen,
+        admin_token: options.admin_token.clone().unwrap_or_default(),
         ..CloudConfig::for_model(&options.cloud_model)
     };
+    let mut cloud_config = cloud_config;
+    if let Some(ms) = options.model_watch_ms {
+        cloud_config.model_watch_ms = ms;
+    }
     let cloud_prepared = cloud_node::prepare(cloud_config)?;
     let cloud_listeners = bind_listeners(
         Addresses {
             grpc: options.cloud_listen,
-            admin: None,
+            admin: options.cloud_admin_listen,
             metrics: options.cloud_metrics_listen,
             http: options.cloud_http_listen,
         },
@@ -194,6 +211,7 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
     )
     .await?;
     let cloud = cloud_listeners.grpc.local_addr()?;
+    let cloud_admin = bound(&cloud_listeners.admin)?;
     let cloud_metrics = bound(&cloud_listeners.metrics)?;
     let cloud_http = bound(&cloud_listeners.http)?;
 
@@ -225,6 +243,10 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
     if let Some(b) = options.budget_ms {
         edge_config.budget_ms = b;
     }
+    if let Some(ms) = options.model_watch_ms {
+        edge_config.model_watch_ms = ms;
+    }
+    edge_config.model_repository = options.edge_model_repository.clone();
     let prepared = prepare(edge_config)?;
     let edge_listeners = bind_listeners(
         Addresses {
@@ -261,6 +283,7 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         edge_task,
         cloud_task: Some(cloud_task),
         cloud_prepared,
+        cloud_admin,
     })
 }
 
@@ -283,7 +306,7 @@ impl LocalServers {
         self.stop_cloud().await?;
         let addresses = Addresses {
             grpc: self.cloud,
-            admin: None,
+            admin: self.cloud_admin,
             metrics: None,
             http: self.cloud_http,
         };

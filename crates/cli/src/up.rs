@@ -65,6 +65,9 @@ pub struct UpArgs {
     /// Cloud address of the Open Inference Protocol over HTTP (`/v2/...`; "off" to disable).
     #[arg(long, default_value = "127.0.0.1:8001", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
     pub cloud_http_listen: std::option::Option<SocketAddr>,
+    /// Cloud admin address (`ModelAdmin`: loading a model); it takes --admin-token too.
+    #[arg(long, default_value = "127.0.0.1:50062")]
+    pub cloud_admin_listen: SocketAddr,
 }
 
 /// Runs both nodes until Ctrl-C or SIGTERM.
@@ -75,6 +78,7 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
         edge_listen: args.edge_listen,
         cloud_listen: args.cloud_listen,
         edge_admin_listen: args.admin_listen,
+        cloud_admin_listen: Some(args.cloud_admin_listen),
         admin_token: args.admin_token.clone(),
         edge_metrics_listen: args.edge_metrics_listen,
         cloud_metrics_listen: args.cloud_metrics_listen,
@@ -100,14 +104,32 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
     eprintln!("cloud listening on {}", servers.cloud);
     eprintln!("edge listening on {}", servers.edge);
     eprintln!(
-        "edge admin (EdgeAdmin) listening on {}; for example:\n  {}",
+        "edge admin (EdgeAdmin) listening on {} (ModelAdmin too); for example:\n  {}\n  {}",
         servers.edge_admin,
         admin_command(
             servers.edge_admin,
             args.tls_ca.as_deref(),
-            args.admin_token.is_some()
+            args.admin_token.is_some(),
+            "edgeinfer.v1.EdgeAdmin/GetStatus",
+        ),
+        admin_command(
+            servers.edge_admin,
+            args.tls_ca.as_deref(),
+            args.admin_token.is_some(),
+            "edgeinfer.v1.ModelAdmin/LoadModel",
         )
     );
+    if let Some(a) = servers.cloud_admin {
+        eprintln!(
+            "cloud admin (ModelAdmin) listening on {a}; reload its model file:\n  {}",
+            admin_command(
+                a,
+                args.tls_ca.as_deref(),
+                args.admin_token.is_some(),
+                "edgeinfer.v1.ModelAdmin/LoadModel",
+            )
+        );
+    }
     for (node, http) in [("edge", servers.edge_http), ("cloud", servers.cloud_http)] {
         if let Some(addr) = http {
             eprintln!(
@@ -134,8 +156,8 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A grpcurl line for the admin listener's status.
-fn admin_command(admin: SocketAddr, ca: Option<&Path>, token: bool) -> String {
+/// A grpcurl line calling `method` (which takes an empty request) on an admin listener.
+fn admin_command(admin: SocketAddr, ca: Option<&Path>, token: bool, method: &str) -> String {
     let security = match ca {
         Some(ca) => format!("-cacert {}", ca.display()),
         None => "-plaintext".to_string(),
@@ -145,7 +167,7 @@ fn admin_command(admin: SocketAddr, ca: Option<&Path>, token: bool) -> String {
     } else {
         ""
     };
-    format!("grpcurl {security}{auth} {admin} edgeinfer.v1.EdgeAdmin/GetStatus")
+    format!("grpcurl {security}{auth} {admin} {method}")
 }
 
 /// A curl line for a node's OIP HTTP model metadata (no token: `up` sets no data-plane token).

@@ -89,6 +89,38 @@ pub struct CloudConfig {
     /// token and TLS as gRPC; "off" disables it.
     #[arg(long, env = "CLOUD_HTTP_LISTEN", default_value = "0.0.0.0:8001", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
     pub http_listen: std::option::Option<SocketAddr>,
+    /// gRPC address of the admin plane (`ModelAdmin`: loading a model), never served on
+    /// --listen. Keep it on loopback or a private network; "off" disables it.
+    #[arg(long, env = "CLOUD_ADMIN_LISTEN", default_value = "127.0.0.1:50062", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
+    pub admin_listen: std::option::Option<SocketAddr>,
+
+    /// Bearer token every admin call must present (`authorization: Bearer <token>`).
+    #[arg(
+        long,
+        env = "CLOUD_ADMIN_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub admin_token: String,
+
+    /// File holding the admin token (one line), instead of --admin-token.
+    #[arg(long, env = "CLOUD_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Milliseconds between checks of the --model file for changes, which are loaded and
+    /// swapped in (after the probe); 0 disables the watch. SIGHUP reloads it in any case.
+    #[arg(long, env = "CLOUD_MODEL_WATCH_MS", default_value_t = 1000)]
+    pub model_watch_ms: u64,
+
+    /// Model repository in Triton's layout, `<repository>/<model>/<version>/<file>`: the node
+    /// serves the highest version of --repository-model from it instead of --model, and
+    /// loads newer versions as they appear (checked at the --model-watch-ms interval).
+    #[arg(long, env = "CLOUD_MODEL_REPOSITORY")]
+    pub model_repository: Option<PathBuf>,
+
+    /// The model directory of --model-repository this node serves.
+    #[arg(long, env = "CLOUD_REPOSITORY_MODEL", default_value = "cloud-cnn")]
+    pub repository_model: String,
 }
 
 impl CloudConfig {
@@ -129,6 +161,7 @@ impl CloudConfig {
         c.model = model.into();
         c.metrics_listen = None;
         c.http_listen = None;
+        c.admin_listen = None;
         c
     }
 }

@@ -19,64 +19,75 @@ pub mod config;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use edgeinfer_model::{Classifier, ModelMetadata};
+use edgeinfer_model::ModelMetadata;
 use edgeinfer_serving::answer::{Answer, Reason, Tier, Timing};
 use edgeinfer_serving::auth::{BearerAuthLayer, token_setting};
-use edgeinfer_serving::batcher::Batcher;
 use edgeinfer_serving::error::ServeError;
 use edgeinfer_serving::metrics::{Metrics, serve_metrics};
-use edgeinfer_serving::node::{Call, Node, argmax, model_ref};
+use edgeinfer_serving::model_admin::{
+    HasModelSlot, add_model_control, reload_on_signal_and_change,
+};
+use edgeinfer_serving::models::ModelSlot;
+use edgeinfer_serving::node::{Call, Node, argmax};
 use edgeinfer_serving::oip_http::{HttpSettings, serve_http};
+use edgeinfer_serving::repository::StartingModel;
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use edgeinfer_serving::tls::HttpTlsConfig;
 use futures::FutureExt;
 use prometheus_client::registry::Registry;
+use tonic::service::RoutesBuilder;
 use tonic::transport::ServerTlsConfig;
 
 pub use config::CloudConfig;
 
-/// The cloud's model behind its batcher.
+/// The cloud's model (swappable) behind its batcher.
 pub struct CloudNode {
-    batcher: Batcher,
+    /// The model in service; each answer names the version that produced it.
+    model: ModelSlot,
     metrics: Metrics,
-    model_ref: String,
 }
 
 impl CloudNode {
-    /// Wraps `model`, registering the metrics in `registry`.
-    pub fn new(model: Arc<dyn Classifier>, config: &CloudConfig, registry: &mut Registry) -> Self {
+    /// Serves `model`, registering the metrics in `registry`.
+    pub fn new(model: StartingModel, config: &CloudConfig, registry: &mut Registry) -> Self {
         let metrics = Metrics::register(registry);
-        let model_ref = model_ref(model.metadata());
         Self {
-            batcher: Batcher::new(model, config.batcher(), metrics.batcher.clone()),
+            model: model.into_slot(config.batcher(), metrics.batcher.clone()),
             metrics,
-            model_ref,
         }
+    }
+
+    /// The model in service, for loading another.
+    pub fn model(&self) -> &ModelSlot {
+        &self.model
     }
 }
 
 #[tonic::async_trait]
 impl Node for CloudNode {
-    fn models(&self) -> &[ModelMetadata] {
-        std::slice::from_ref(self.batcher.metadata())
+    fn models(&self) -> Arc<[ModelMetadata]> {
+        self.model.current().listed.clone()
     }
 
     async fn infer(&self, call: Call) -> Result<Answer, ServeError> {
-        let scored = self.batcher.classify(call.input.values).await?;
+        // Held until the answer: the request finishes on the model it started with.
+        let served = self.model.current();
+        let scored = served.classify(call.input.values).await?;
         let (index, confidence) = argmax(&scored.probabilities);
         let total = call.received.elapsed();
         Ok(Answer {
             id: call.id,
-            label: self.batcher.metadata().labels[index].clone(),
+            label: served.meta.labels[index].clone(),
             class_index: index,
             confidence,
             probabilities: scored.probabilities,
             served_by: Tier::Cloud,
             reason: Reason::Confident,
             degraded: false,
-            model: self.model_ref.clone(),
+            model: served.model_ref.clone(),
             timing: Timing {
                 queue: scored.queue,
                 cloud: total,
@@ -90,6 +101,16 @@ impl Node for CloudNode {
     fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+
+    fn served(&self) -> Option<Arc<edgeinfer_serving::models::Served>> {
+        Some(self.model.current())
+    }
+}
+
+impl HasModelSlot for CloudNode {
+    fn model_slot(&self) -> &ModelSlot {
+        &self.model
+    }
 }
 
 /// Everything the configuration names, loaded and checked before any port is bound.
@@ -98,13 +119,15 @@ pub struct Prepared {
     /// The settings.
     pub config: CloudConfig,
     /// The cloud model.
-    pub model: Arc<dyn Classifier>,
+    pub model: StartingModel,
     /// The server's TLS settings; `None` for plaintext.
     pub tls: Option<ServerTlsConfig>,
     /// The bearer token clients must present; `None` accepts any caller.
     pub auth_token: Option<String>,
     /// The HTTP listener's TLS settings (the same files as `tls`); `None` for plaintext.
     pub http_tls: Option<Arc<HttpTlsConfig>>,
+    /// The bearer token admin calls must present; `None` accepts any caller.
+    pub admin_token: Option<String>,
 }
 
 /// Loads the model and the TLS files named in `config`, naming the setting at fault in the
@@ -117,14 +140,24 @@ pub fn prepare(config: CloudConfig) -> anyhow::Result<Prepared> {
         config.auth_token_file.as_deref(),
         "--auth-token",
     )?;
-    let model = edgeinfer_model::load_classifier(&config.model)
-        .with_context(|| format!("--model / CLOUD_MODEL {}", config.model.display()))?;
+    let admin_token = token_setting(
+        &config.admin_token,
+        config.admin_token_file.as_deref(),
+        "--admin-token",
+    )?;
+    let model = StartingModel::load(
+        &config.model,
+        config.model_repository.as_deref(),
+        &config.repository_model,
+        "CLOUD",
+    )?;
     Ok(Prepared {
         config,
         model,
         tls,
         auth_token,
         http_tls,
+        admin_token,
     })
 }
 
@@ -141,10 +174,15 @@ pub async fn run(
         tls,
         auth_token,
         http_tls,
+        admin_token,
     } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
     let node = Arc::new(CloudNode::new(model, &config, &mut registry));
     let shutdown = shutdown.shared();
+    let reloads = tokio::spawn(reload_on_signal_and_change(
+        node.clone(),
+        (config.model_watch_ms > 0).then(|| Duration::from_millis(config.model_watch_ms)),
+    ));
     if let Some(listener) = listeners.metrics {
         tokio::spawn(serve_metrics(
             listener,
@@ -158,6 +196,7 @@ pub async fn run(
     }
     let auth = BearerAuthLayer::new(auth_token);
     let http_auth = auth.clone();
+    let (http_node, http_shutdown) = (node.clone(), shutdown.clone());
     let http = async {
         let Some(listener) = listeners.http else {
             return Ok(());
@@ -167,24 +206,48 @@ pub async fn run(
             auth: http_auth,
             tls: http_tls,
         };
-        serve_http(listener, node, SERVER_NAME, settings, shutdown.clone())
+        serve_http(listener, http_node, SERVER_NAME, settings, http_shutdown)
             .await
             .context("OIP HTTP server failed")
     };
-    let grpc = async {
+    let data = serve(
+        "data",
+        listeners.grpc,
+        routes,
+        names,
+        auth,
+        tls.clone(),
+        shutdown.clone(),
+    );
+    // The admin plane: model control on its own listener with its own token; the data port
+    // does not serve it (UNIMPLEMENTED there).
+    let admin = async {
+        let Some(listener) = listeners.admin else {
+            return Ok(());
+        };
+        if admin_token.is_none() {
+            tracing::warn!(
+                "no admin token set: anyone who reaches the admin listener can load a model \
+                 (set --admin-token or --admin-token-file)"
+            );
+        }
+        let mut routes = RoutesBuilder::default();
+        let names = add_model_control(&mut routes, node, config.max_message_bytes);
         serve(
-            "data",
-            listeners.grpc,
+            "admin",
+            listener,
             routes,
-            names,
-            auth,
+            names.to_vec(),
+            BearerAuthLayer::new(admin_token),
             tls,
-            shutdown.clone(),
+            shutdown,
         )
         .await
-        .context("gRPC server failed")
     };
-    tokio::try_join!(grpc, http).map(|_| ())
+    let grpc = async { tokio::try_join!(data, admin).context("gRPC server failed") };
+    let result = tokio::try_join!(grpc, http).map(|_| ());
+    reloads.abort();
+    result
 }
 
 /// The name the node gives itself in OIP server metadata.

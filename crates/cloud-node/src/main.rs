@@ -10,7 +10,7 @@ edgeinfer_serving::binary_main!(async {
     tracing::info!(model = %config.model.display(), "cloud model");
     let addresses = Addresses {
         grpc: config.listen,
-        admin: None,
+        admin: config.admin_listen,
         metrics: config.metrics_listen,
         http: config.http_listen,
     };

@@ -34,6 +34,7 @@ pub fn status(node: &EdgeNode) -> EdgeStatus {
     let router = &node.router;
     let link = node.link.stats();
     let est = router.estimates.snapshot();
+    let served = router.model.current();
     let ms = |s: f64| s * 1e3;
     EdgeStatus {
         link_profile: link.profile.clone(),
@@ -53,8 +54,8 @@ pub fn status(node: &EdgeNode) -> EdgeStatus {
             uplink_mbps: est.uplink_bps.unwrap_or(0.0) / 1e6,
             downlink_mbps: est.downlink_bps.unwrap_or(0.0) / 1e6,
             cloud_ms: ms(est.cloud),
-            edge_compute_ms: router.model.batch_compute().as_secs_f64() * 1e3,
-            edge_queue_ms: router.model.expected_completion().as_secs_f64() * 1e3,
+            edge_compute_ms: served.batcher.batch_compute().as_secs_f64() * 1e3,
+            edge_queue_ms: served.batcher.expected_completion().as_secs_f64() * 1e3,
         }),
         circuit: router.circuit.state() as i32,
         policy: Some(router.policy().into()),
@@ -68,7 +69,7 @@ pub fn status(node: &EdgeNode) -> EdgeStatus {
             .tiers()
             .map(|(t, n)| (t.name().to_string(), n))
             .collect(),
-        edge_model: Some(model_info(router.model.metadata())),
+        edge_model: Some(model_info(&served.meta)),
         cloud_address: router
             .cloud
             .as_ref()

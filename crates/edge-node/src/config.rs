@@ -46,7 +46,8 @@ pub struct EdgeConfig {
     #[arg(long, env = "EDGE_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
-    /// gRPC address of the admin plane (`EdgeAdmin`: status, link profile, policy), never
+    /// gRPC address of the admin plane (`EdgeAdmin`: status, link profile, policy;
+    /// `ModelAdmin`: loading a model), never
     /// served on --listen. Keep it on loopback or a private network; "off" disables it.
     #[arg(long, env = "EDGE_ADMIN_LISTEN", default_value = "127.0.0.1:50061", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
     pub admin_listen: std::option::Option<SocketAddr>,
@@ -216,6 +217,21 @@ pub struct EdgeConfig {
     /// up to 1 ms late per direction, no timer thread).
     #[arg(long, env = "EDGE_LINK_TIMER", default_value = "precise", value_parser = parse_link_timer)]
     pub link_timer: LinkTimer,
+
+    /// Milliseconds between checks of the --model file for changes, which are loaded and
+    /// swapped in (after the probe); 0 disables the watch. SIGHUP reloads it in any case.
+    #[arg(long, env = "EDGE_MODEL_WATCH_MS", default_value_t = 1000)]
+    pub model_watch_ms: u64,
+
+    /// Model repository in Triton's layout, `<repository>/<model>/<version>/<file>`: the node
+    /// serves the highest version of --repository-model from it instead of --model, and
+    /// loads newer versions as they appear (checked at the --model-watch-ms interval).
+    #[arg(long, env = "EDGE_MODEL_REPOSITORY")]
+    pub model_repository: Option<PathBuf>,
+
+    /// The model directory of --model-repository this node serves.
+    #[arg(long, env = "EDGE_REPOSITORY_MODEL", default_value = "edge-mlp")]
+    pub repository_model: String,
 }
 
 fn parse_link_timer(s: &str) -> Result<LinkTimer, String> {

@@ -19,7 +19,8 @@
 //! - [`reserve`]: the part of a budget kept back for a fallback answer, learned from how late
 //!   timers fire.
 //! - [`upstream`]: the cloud client through the link, balanced over the cloud's addresses.
-//! - [`admin`]: the `EdgeAdmin` service.
+//! - [`admin`]: the `EdgeAdmin` service (`ModelAdmin`, shared with the cloud, lives in
+//!   `edgeinfer_serving::model_admin`).
 //! - [`run`]: the whole edge server until shutdown.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -44,11 +45,11 @@ use anyhow::Context;
 use edgeinfer::service_names;
 use edgeinfer::v1::edge_admin_server::EdgeAdminServer;
 use edgeinfer_linksim::{Link, LinkProfile, TraceSource};
-use edgeinfer_model::Classifier;
 use edgeinfer_serving::auth::BearerAuthLayer;
-use edgeinfer_serving::batcher::Batcher;
 use edgeinfer_serving::metrics::{Metrics, serve_metrics};
+use edgeinfer_serving::model_admin::{add_model_control, reload_on_signal_and_change};
 use edgeinfer_serving::oip_http::{HttpSettings, serve_http};
+use edgeinfer_serving::repository::StartingModel;
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use edgeinfer_serving::tls::HttpTlsConfig;
 use futures::FutureExt;
@@ -70,7 +71,7 @@ pub struct Prepared {
     /// The settings.
     pub config: EdgeConfig,
     /// The edge model.
-    pub model: Arc<dyn Classifier>,
+    pub model: StartingModel,
     /// The link profile.
     pub profile: LinkProfile,
     /// The server's TLS settings; `None` for plaintext.
@@ -88,8 +89,12 @@ pub struct Prepared {
 /// Loads the model, the link profile and the TLS files and checks the cloud address, naming
 /// the setting at fault in the error.
 pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
-    let model = edgeinfer_model::load_classifier(&config.model)
-        .with_context(|| format!("--model / EDGE_MODEL {}", config.model.display()))?;
+    let model = StartingModel::load(
+        &config.model,
+        config.model_repository.as_deref(),
+        &config.repository_model,
+        "EDGE",
+    )?;
     let profile = LinkProfile::resolve(&config.link_profile).with_context(|| {
         format!(
             "--link-profile / EDGE_LINK_PROFILE {:?}",
@@ -259,7 +264,7 @@ pub async fn run(
         tracing::warn!("no cloud configured: the edge answers everything itself");
         None
     };
-    let batcher = Batcher::new(model, config.batcher(), metrics.batcher.clone());
+    let slot = model.into_slot(config.batcher(), metrics.batcher.clone());
     let policy = Policy {
         threshold: config.threshold,
         default_budget: Duration::from_millis(u64::from(config.budget_ms)),
@@ -270,13 +275,17 @@ pub async fn run(
         Duration::from_millis(config.circuit_cooldown_ms),
     );
     let node = Arc::new(EdgeNode::new(
-        Router::new(batcher, upstream, circuit, policy),
+        Router::new(slot, upstream, circuit, policy),
         link,
         metrics,
     ));
 
     let shutdown = shutdown.shared();
     let mut background = Vec::new();
+    background.push(tokio::spawn(reload_on_signal_and_change(
+        node.clone(),
+        (config.model_watch_ms > 0).then(|| Duration::from_millis(config.model_watch_ms)),
+    )));
     if config.probe_interval_ms > 0 {
         let node = node.clone();
         let every = Duration::from_millis(config.probe_interval_ms);
@@ -337,12 +346,21 @@ pub async fn run(
             );
         }
         let mut routes = RoutesBuilder::default();
-        routes.add_service(EdgeAdminServer::new(admin::AdminService::new(node, traces)));
+        routes.add_service(EdgeAdminServer::new(admin::AdminService::new(
+            node.clone(),
+            traces,
+        )));
+        let mut names = vec![service_names::EDGE_ADMIN];
+        names.extend(add_model_control(
+            &mut routes,
+            node,
+            config.max_message_bytes,
+        ));
         serve(
             "admin",
             listener,
             routes,
-            vec![service_names::EDGE_ADMIN],
+            names,
             BearerAuthLayer::new(tokens.admin),
             server_tls,
             shutdown,

@@ -1,14 +1,16 @@
-//! The edge node: the router over the batcher and the real cloud client, plus the link it
+//! The edge node: the router over the swappable model and the real cloud client, plus the link it
 //! crosses, as the front ends and the admin service see it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use edgeinfer_linksim::Link;
 use edgeinfer_model::ModelMetadata;
 use edgeinfer_serving::answer::Answer;
-use edgeinfer_serving::batcher::Batcher;
 use edgeinfer_serving::error::ServeError;
 use edgeinfer_serving::metrics::Metrics;
+use edgeinfer_serving::model_admin::HasModelSlot;
+use edgeinfer_serving::models::ModelSlot;
 use edgeinfer_serving::node::{Call, Node};
 use tokio::time::Instant;
 
@@ -18,7 +20,7 @@ use crate::upstream::Upstream;
 /// The edge node.
 pub struct EdgeNode {
     /// Where each request is answered.
-    pub(crate) router: Router<Batcher, Upstream>,
+    pub(crate) router: Router<ModelSlot, Upstream>,
     /// The simulated link the cloud calls cross (switchable at run time).
     pub(crate) link: Link,
     /// Request metrics.
@@ -29,7 +31,7 @@ pub struct EdgeNode {
 
 impl EdgeNode {
     /// An edge node routing with `router` over `link`.
-    pub fn new(router: Router<Batcher, Upstream>, link: Link, metrics: Metrics) -> Self {
+    pub fn new(router: Router<ModelSlot, Upstream>, link: Link, metrics: Metrics) -> Self {
         Self {
             router,
             link,
@@ -68,8 +70,8 @@ impl EdgeNode {
 
 #[tonic::async_trait]
 impl Node for EdgeNode {
-    fn models(&self) -> &[ModelMetadata] {
-        std::slice::from_ref(self.router.model.metadata())
+    fn models(&self) -> Arc<[ModelMetadata]> {
+        self.router.model.current().listed.clone()
     }
 
     async fn infer(&self, call: Call) -> Result<Answer, ServeError> {
@@ -78,5 +80,15 @@ impl Node for EdgeNode {
 
     fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    fn served(&self) -> Option<Arc<edgeinfer_serving::models::Served>> {
+        Some(self.router.model.current())
+    }
+}
+
+impl HasModelSlot for EdgeNode {
+    fn model_slot(&self) -> &ModelSlot {
+        &self.router.model
     }
 }

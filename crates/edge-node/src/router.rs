@@ -4,21 +4,22 @@
 //!
 //! The router is generic over the edge model ([`EdgeModel`]) and the cloud ([`Cloud`]), so that
 //! its tests run on tokio's paused clock with fakes of both; the node serves it with the
-//! batcher and the real cloud client.
+//! swappable model slot (a batcher per model version) and the real cloud client.
 //!
 //! The router never looks inside the input or the labels: it works from probabilities and the
 //! model's metadata.
 
 use std::future::Future;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use edgeinfer_linksim::Transit;
 use edgeinfer_model::ModelMetadata;
 use edgeinfer_serving::answer::{Answer, Reason, Tier, Timing};
-use edgeinfer_serving::batcher::{BatchError, Batcher, Scored};
+use edgeinfer_serving::batcher::{BatchError, Scored};
 use edgeinfer_serving::error::ServeError;
+use edgeinfer_serving::models::ModelSlot;
 use edgeinfer_serving::node::{Call, argmax, model_ref};
 use tokio::time::Instant;
 
@@ -30,25 +31,38 @@ use crate::reserve::FallbackReserve;
 
 /// The edge's model, as the router needs it.
 pub trait EdgeModel: Send + Sync + 'static {
-    /// The model's metadata.
-    fn metadata(&self) -> &ModelMetadata;
-    /// Scores one call's input.
-    fn classify(&self, call: &Call) -> impl Future<Output = Result<Scored, BatchError>> + Send;
+    /// The metadata of the model in service now (a swap may change it between calls).
+    fn metadata(&self) -> Arc<ModelMetadata>;
+    /// Scores one call's input, and says which model did: the one in service when the call
+    /// started, even if another is swapped in meanwhile.
+    fn classify(
+        &self,
+        call: &Call,
+    ) -> impl Future<Output = Result<(Scored, Arc<ModelMetadata>), BatchError>> + Send;
     /// Expected time until a request submitted now has its answer.
     fn expected_completion(&self) -> Duration;
 }
 
-impl EdgeModel for Batcher {
-    fn metadata(&self) -> &ModelMetadata {
-        Batcher::metadata(self)
+impl EdgeModel for ModelSlot {
+    fn metadata(&self) -> Arc<ModelMetadata> {
+        self.current().meta.clone()
     }
 
-    fn classify(&self, call: &Call) -> impl Future<Output = Result<Scored, BatchError>> + Send {
-        Batcher::classify(self, call.input.values.clone())
+    fn classify(
+        &self,
+        call: &Call,
+    ) -> impl Future<Output = Result<(Scored, Arc<ModelMetadata>), BatchError>> + Send {
+        // Taken once, held until the answer: the request finishes on this model.
+        let served = self.current();
+        let input = call.input.values.clone();
+        async move {
+            let scored = served.classify(input).await?;
+            Ok((scored, served.meta.clone()))
+        }
     }
 
     fn expected_completion(&self) -> Duration {
-        Batcher::expected_completion(self)
+        self.current().batcher.expected_completion()
     }
 }
 
@@ -126,10 +140,8 @@ impl Counters {
 
 /// The router: the edge model, the cloud, and what the edge knows of both.
 pub struct Router<M, C> {
-    /// The edge model.
+    /// The edge model (swappable: each answer names the version that produced it).
     pub(crate) model: M,
-    /// "name@version" of the edge model, made once.
-    model_ref: String,
     /// The cloud, when one is configured.
     pub(crate) cloud: Option<C>,
     /// What the edge has learned about the cloud path.
@@ -151,13 +163,14 @@ pub struct Router<M, C> {
 struct EdgeView {
     scored: Scored,
     confidence: f32,
+    /// The model that scored it.
+    model: Arc<ModelMetadata>,
 }
 
 impl<M: EdgeModel, C: Cloud> Router<M, C> {
     /// A router; `cloud` is `None` when the edge runs alone.
     pub fn new(model: M, cloud: Option<C>, circuit: CircuitBreaker, policy: Policy) -> Self {
         Self {
-            model_ref: model_ref(model.metadata()),
             model,
             cloud,
             estimates: PathEstimates::default(),
@@ -193,15 +206,16 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
     }
 
     async fn execute(&self, call: &Call) -> Result<Answer, ServeError> {
+        let meta = self.model.metadata();
         let request = Request {
             placement: call.placement,
-            concrete_model: call.model == self.model.metadata().name,
+            concrete_model: call.model == meta.name,
             budget: (call.budget_ms > 0).then(|| Duration::from_millis(u64::from(call.budget_ms))),
             deadline: call.deadline,
             min_confidence: call.min_confidence,
             received: call.received,
             up_bytes: self.cloud.as_ref().map_or(0, |c| c.message_bytes(call)),
-            down_bytes: expected_answer_bytes(self.model.metadata().labels.len()),
+            down_bytes: expected_answer_bytes(meta.labels.len()),
         };
         let snapshot = self.snapshot();
         let deadline = decide::deadline(&snapshot.policy, &request);
@@ -256,9 +270,13 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
         call: &Call,
         metric: crate::policy::ConfidenceMetric,
     ) -> Result<EdgeView, ServeError> {
-        let scored = self.model.classify(call).await?;
+        let (scored, model) = self.model.classify(call).await?;
         let confidence = metric.of(&scored.probabilities);
-        Ok(EdgeView { scored, confidence })
+        Ok(EdgeView {
+            scored,
+            confidence,
+            model,
+        })
     }
 
     /// The one path to the cloud: take the circuit's permission, call, learn from the
@@ -356,14 +374,14 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
         let (index, confidence) = argmax(&view.scored.probabilities);
         Answer {
             id: call.id.clone(),
-            label: self.model.metadata().labels[index].clone(),
+            label: view.model.labels[index].clone(),
             class_index: index,
             confidence,
             probabilities: view.scored.probabilities.clone(),
             served_by: Tier::Edge,
             reason,
             degraded: reason.is_fallback(),
-            model: self.model_ref.clone(),
+            model: model_ref(&view.model),
             timing: Timing {
                 queue: view.scored.queue,
                 edge_compute: view.scored.compute,

@@ -17,7 +17,7 @@ fn ms(v: u64) -> Duration {
 
 /// An edge model that answers `probabilities` after `delay`, or refuses when `full`.
 struct FakeModel {
-    meta: ModelMetadata,
+    meta: Arc<ModelMetadata>,
     probabilities: Vec<f32>,
     delay: Duration,
     completion: Duration,
@@ -42,7 +42,7 @@ fn meta() -> ModelMetadata {
 impl FakeModel {
     fn new(probabilities: [f32; 3]) -> Self {
         Self {
-            meta: meta(),
+            meta: Arc::new(meta()),
             probabilities: probabilities.to_vec(),
             // Whole milliseconds: tokio's timer rounds sleeps up to them.
             delay: ms(1),
@@ -54,22 +54,25 @@ impl FakeModel {
 }
 
 impl EdgeModel for FakeModel {
-    fn metadata(&self) -> &ModelMetadata {
-        &self.meta
+    fn metadata(&self) -> Arc<ModelMetadata> {
+        self.meta.clone()
     }
 
-    async fn classify(&self, _call: &Call) -> Result<Scored, BatchError> {
+    async fn classify(&self, _call: &Call) -> Result<(Scored, Arc<ModelMetadata>), BatchError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.full {
             return Err(BatchError::QueueFull(7));
         }
         tokio::time::sleep(self.delay).await;
-        Ok(Scored {
-            probabilities: self.probabilities.clone(),
-            queue: Duration::from_micros(10),
-            compute: self.delay,
-            batch_size: 1,
-        })
+        Ok((
+            Scored {
+                probabilities: self.probabilities.clone(),
+                queue: Duration::from_micros(10),
+                compute: self.delay,
+                batch_size: 1,
+            },
+            self.meta.clone(),
+        ))
     }
 
     fn expected_completion(&self) -> Duration {

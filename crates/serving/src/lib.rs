@@ -7,11 +7,15 @@
 //! - [`input`]: untrusted request bytes (images, pixels, tensors) to a model's input.
 //! - [`batcher`]: the dynamic batcher: bounded queue, whatever-is-waiting batches, worker
 //!   threads off the async runtime.
+//! - [`models`]: the model in service, swapped atomically under load (hot swap).
+//! - [`model_admin`]: the `ModelAdmin` service, and reloads on SIGHUP and on file changes.
 //! - [`node`]: the [`node::Node`] trait the front ends call, and the decoded [`node::Call`].
 //! - [`native`]: the native `edgeinfer.v1.Inference` service over a node.
 //! - [`oip`]: the Open Inference Protocol service over a node.
 //! - [`oip_http`]: the Open Inference Protocol over HTTP/REST, transcoded onto [`oip`].
 //! - [`oip_json`]: the HTTP binding's JSON (and binary tensors) to and from OIP messages.
+//! - [`oip_models`]: its `ModelConfig` and `ModelStatistics` calls.
+//! - [`repository`]: a model repository in Triton's layout, scanned with bounds.
 //! - [`error`]: serving errors and their one mapping to gRPC codes.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`auth`]: bearer-token check as a tower layer.
@@ -32,11 +36,15 @@ pub mod cli;
 pub mod error;
 pub mod input;
 pub mod metrics;
+pub mod model_admin;
+pub mod models;
 pub mod native;
 pub mod node;
 pub mod oip;
 pub mod oip_http;
 pub mod oip_json;
+pub mod oip_models;
+pub mod repository;
 pub mod server;
 pub mod shutdown;
 pub mod tls;

@@ -45,7 +45,7 @@ pub fn decode_call<N: Node + ?Sized>(
     let resolved = node.resolve(&request.model)?;
     let input = decode_native(
         request.input.as_ref(),
-        &input_spec(resolved.meta),
+        &input_spec(resolved.meta()),
         &node.limits(),
     )?;
     if let Some(c) = request.min_confidence
@@ -69,7 +69,7 @@ pub fn decode_call<N: Node + ?Sized>(
         } else {
             request.id
         },
-        model: resolved.name.to_string(),
+        model: resolved.name().to_string(),
         input,
         budget_ms: request.latency_budget_ms,
         min_confidence: request.min_confidence,

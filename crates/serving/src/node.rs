@@ -2,6 +2,7 @@
 //! native and Open Inference Protocol services both decode their requests into a [`Call`] and
 //! hand it to the node, so validation, tracing and metrics are written once for both.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use edgeinfer::v1::ModelInfo;
@@ -37,9 +38,9 @@ pub struct Call {
 /// A server node: its models and how it answers a call.
 #[tonic::async_trait]
 pub trait Node: Send + Sync + 'static {
-    /// The concrete models this node serves. The first one is the one the task name (its
-    /// `task` field) resolves to.
-    fn models(&self) -> &[ModelMetadata];
+    /// The concrete models this node serves now (a swap may change them between calls). The
+    /// first one is the one the task name (its `task` field) resolves to.
+    fn models(&self) -> Arc<[ModelMetadata]>;
 
     /// Answers one call.
     async fn infer(&self, call: Call) -> Result<Answer, ServeError>;
@@ -52,10 +53,16 @@ pub trait Node: Send + Sync + 'static {
         InputLimits::default()
     }
 
+    /// The model version in service with its statistics, for OIP `ModelConfig` and
+    /// `ModelStatistics`; `None` for a node without one.
+    fn served(&self) -> Option<Arc<crate::models::Served>> {
+        None
+    }
+
     /// Resolves a requested model name: empty or the task name means the task (answered by the
-    /// first model, routed on the edge); a concrete model's name selects it. Borrows the
-    /// metadata: nothing is copied per request.
-    fn resolve(&self, requested: &str) -> Result<Resolved<'_>, ServeError> {
+    /// first model, routed on the edge); a concrete model's name selects it. Shares the
+    /// node's list: nothing is copied per request.
+    fn resolve(&self, requested: &str) -> Result<Resolved, ServeError> {
         let models = self.models();
         let Some(primary) = models.first() else {
             return Err(ServeError::UnknownModel {
@@ -65,14 +72,16 @@ pub trait Node: Send + Sync + 'static {
         };
         if requested.is_empty() || requested == primary.task {
             return Ok(Resolved {
-                name: &primary.task,
-                meta: primary,
+                models,
+                index: 0,
+                task: true,
             });
         }
-        if let Some(m) = models.iter().find(|m| m.name == requested) {
+        if let Some(index) = models.iter().position(|m| m.name == requested) {
             return Ok(Resolved {
-                name: &m.name,
-                meta: m,
+                models,
+                index,
+                task: false,
             });
         }
         let mut served = vec![primary.task.clone()];
@@ -85,12 +94,27 @@ pub trait Node: Send + Sync + 'static {
 }
 
 /// A requested model name resolved on a node.
-#[derive(Clone, Copy, Debug)]
-pub struct Resolved<'a> {
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The node's models when the name was resolved.
+    models: Arc<[ModelMetadata]>,
+    /// Which of them answers.
+    index: usize,
+    /// Whether the name was the task's rather than a concrete model's.
+    task: bool,
+}
+
+impl Resolved {
     /// The name the request resolved to: the task's or a concrete model's.
-    pub name: &'a str,
+    pub fn name(&self) -> &str {
+        let meta = self.meta();
+        if self.task { &meta.task } else { &meta.name }
+    }
+
     /// The model that answers.
-    pub meta: &'a ModelMetadata,
+    pub fn meta(&self) -> &ModelMetadata {
+        &self.models[self.index]
+    }
 }
 
 /// The input a model takes.

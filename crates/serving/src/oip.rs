@@ -129,17 +129,17 @@ fn tensor_metadata(meta: &ModelMetadata) -> (Vec<TensorMetadata>, Vec<TensorMeta
 
 /// Resolves a model name and, when one is given, its version: a version the node does not
 /// serve is NOT_FOUND, as an unknown model is.
-fn resolve_version<'a, N: Node>(
-    node: &'a N,
+pub(crate) fn resolve_version<N: Node + ?Sized>(
+    node: &N,
     name: &str,
     version: &str,
-) -> Result<crate::node::Resolved<'a>, ServeError> {
+) -> Result<crate::node::Resolved, ServeError> {
     let resolved = node.resolve(name)?;
-    if !version.is_empty() && version != resolved.meta.version {
+    if !version.is_empty() && version != resolved.meta().version {
         return Err(ServeError::UnknownVersion {
-            model: resolved.name.to_string(),
+            model: resolved.name().to_string(),
             requested: version.to_string(),
-            served: resolved.meta.version.clone(),
+            served: resolved.meta().version.clone(),
         });
     }
     Ok(resolved)
@@ -189,7 +189,7 @@ impl<N: Node> OipService<N> {
         let rows = decode_oip(
             tensor,
             request.raw_input_contents.first().map(|b| b.as_slice()),
-            &input_spec(resolved.meta),
+            &input_spec(resolved.meta()),
             &node.limits(),
         )?;
         let id = if request.id.is_empty() {
@@ -204,7 +204,7 @@ impl<N: Node> OipService<N> {
             } else {
                 format!("{id}/{i}")
             },
-            model: resolved.name.to_string(),
+            model: resolved.name().to_string(),
             input,
             budget_ms: opts.budget_ms,
             min_confidence: opts.min_confidence,
@@ -222,8 +222,8 @@ impl<N: Node> OipService<N> {
         }
         Ok(build_response(
             &request.model_name,
-            resolved.name,
-            resolved.meta,
+            resolved.name(),
+            resolved.meta(),
             id,
             &answers,
         ))
@@ -325,7 +325,7 @@ impl<N: Node> GrpcInferenceService for OipService<N> {
         let r = request.into_inner();
         let resolved = self.node.resolve(&r.name).map_err(Status::from)?;
         Ok(Response::new(ModelReadyResponse {
-            ready: r.version.is_empty() || r.version == resolved.meta.version,
+            ready: r.version.is_empty() || r.version == resolved.meta().version,
         }))
     }
 
@@ -346,10 +346,10 @@ impl<N: Node> GrpcInferenceService for OipService<N> {
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = request.into_inner();
         let resolved = resolve_version(&*self.node, &r.name, &r.version).map_err(Status::from)?;
-        let (inputs, outputs) = tensor_metadata(resolved.meta);
+        let (inputs, outputs) = tensor_metadata(resolved.meta());
         Ok(Response::new(ModelMetadataResponse {
-            name: resolved.name.to_string(),
-            versions: vec![resolved.meta.version.clone()],
+            name: resolved.name().to_string(),
+            versions: vec![resolved.meta().version.clone()],
             platform: "edgeinfer-candle".into(),
             inputs,
             outputs,
@@ -378,5 +378,19 @@ impl<N: Node> GrpcInferenceService for OipService<N> {
                 Err(status)
             }
         }
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<edgeinfer::inference::ModelConfigRequest>,
+    ) -> Result<Response<edgeinfer::inference::ModelConfigResponse>, Status> {
+        crate::oip_models::model_config(&*self.node, request.get_ref()).map(Response::new)
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<edgeinfer::inference::ModelStatisticsRequest>,
+    ) -> Result<Response<edgeinfer::inference::ModelStatisticsResponse>, Status> {
+        crate::oip_models::model_statistics(&*self.node, request.get_ref()).map(Response::new)
     }
 }

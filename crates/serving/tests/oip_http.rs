@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 /// A node whose model takes four floats and answers [0.25, 0.75] (or, for a first value of
 /// 99, a full queue; 98, a passed deadline), remembering what it was given.
 struct FakeNode {
-    models: Vec<ModelMetadata>,
+    models: Arc<[ModelMetadata]>,
     metrics: Metrics,
     seen: Mutex<Vec<Vec<f32>>>,
 }
@@ -32,7 +32,7 @@ struct FakeNode {
 impl FakeNode {
     fn new() -> Self {
         Self {
-            models: vec![ModelMetadata {
+            models: Arc::from([ModelMetadata {
                 name: "fake-mlp".into(),
                 version: "3".into(),
                 task: "mnist".into(),
@@ -42,7 +42,7 @@ impl FakeNode {
                 temperature: 1.0,
                 test_accuracy: 0.9,
                 quantization: "f32".into(),
-            }],
+            }]),
             metrics: Metrics::unregistered(),
             seen: Mutex::new(Vec::new()),
         }
@@ -51,8 +51,8 @@ impl FakeNode {
 
 #[tonic::async_trait]
 impl Node for FakeNode {
-    fn models(&self) -> &[ModelMetadata] {
-        &self.models
+    fn models(&self) -> Arc<[ModelMetadata]> {
+        self.models.clone()
     }
 
     async fn infer(&self, call: Call) -> Result<Answer, ServeError> {

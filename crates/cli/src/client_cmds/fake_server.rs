@@ -210,6 +210,20 @@ impl GrpcInferenceService for Fake {
             ..Default::default()
         }))
     }
+
+    async fn model_config(
+        &self,
+        _: Request<edgeinfer::inference::ModelConfigRequest>,
+    ) -> Result<Response<edgeinfer::inference::ModelConfigResponse>, Status> {
+        Err(Status::unimplemented("the fake server has no model"))
+    }
+
+    async fn model_statistics(
+        &self,
+        _: Request<edgeinfer::inference::ModelStatisticsRequest>,
+    ) -> Result<Response<edgeinfer::inference::ModelStatisticsResponse>, Status> {
+        Err(Status::unimplemented("the fake server has no model"))
+    }
 }
 
 /// Starts the fake on a free port and returns its address (`127.0.0.1:PORT`). The whole

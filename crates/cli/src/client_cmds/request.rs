@@ -200,6 +200,8 @@ pub struct Answer {
     pub degraded: bool,
     /// The server's timing breakdown, when it sent one (any edgeinfer node does).
     pub timing: Option<StageTimes>,
+    /// The model that produced the answer ("name@version"), when the server said.
+    pub model: Option<String>,
 }
 
 // === impl Target ===
@@ -264,6 +266,7 @@ pub fn native_answer(response: &InferResponse) -> Answer {
             .filter(|r| r != "REASON_UNSPECIFIED"),
         degraded: response.degraded,
         timing: response.timing.as_ref().map(StageTimes::from),
+        model: Some(response.model.clone()).filter(|m| !m.is_empty()),
     }
 }
 
@@ -354,6 +357,9 @@ pub fn oip_answer(response: &ModelInferResponse) -> Result<Answer, tonic::Status
             .map(|r| r.to_ascii_uppercase()),
         degraded: param("degraded").and_then(oip::as_bool).unwrap_or(false),
         timing: oip_timing(&response.parameters),
+        model: param("model")
+            .and_then(oip::as_string)
+            .filter(|m| !m.is_empty()),
     })
 }
 

@@ -45,6 +45,8 @@ pub struct Tally {
     pub schedule_lag: Option<Histogram<u64>>,
     /// The server's timing breakdown by [`Stage`], in microseconds (see [`Tally::timing`]).
     stages: [Histogram<u64>; Stage::ALL.len()],
+    /// Answers by the model that produced them ("name@version"): a hot swap shows here.
+    pub models: BTreeMap<String, u64>,
 }
 
 impl Default for Tally {
@@ -69,6 +71,7 @@ impl Tally {
             elapsed: Duration::ZERO,
             schedule_lag: None,
             stages: std::array::from_fn(|_| new_histogram()),
+            models: BTreeMap::new(),
         }
     }
 
@@ -113,6 +116,9 @@ impl Tally {
         }
         if let Some(times) = answer.timing {
             self.record_stages(&times);
+        }
+        if let Some(model) = answer.model {
+            *self.models.entry(model).or_default() += 1;
         }
     }
 
@@ -207,6 +213,7 @@ impl Tally {
             schedule_lag_us: self.schedule_lag.as_ref().map(Percentiles::of),
             timing_us: self.timing_report(),
             targets: None,
+            models: self.models.clone(),
         }
     }
 }
@@ -362,6 +369,8 @@ pub struct BenchReport {
     /// The stated targets and what was missed; absent when none was stated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub targets: Option<Verdict>,
+    /// Answers by the model that produced them ("name@version").
+    pub models: BTreeMap<String, u64>,
 }
 
 impl BenchReport {
@@ -523,6 +532,7 @@ mod tests {
             reason: Some(reason.to_string()),
             degraded,
             timing: None,
+            model: None,
         }
     }
 
