@@ -25,7 +25,7 @@ use edgeinfer_serving::answer::{Answer, Reason, Tier, Timing};
 use edgeinfer_serving::auth::{BearerAuthLayer, token_setting};
 use edgeinfer_serving::batcher::Batcher;
 use edgeinfer_serving::error::ServeError;
-use edgeinfer_serving::metrics::{Metrics, serve_metrics};
+use edgeinfer_serving::metrics::{Exposition, Metrics, serve_metrics};
 use edgeinfer_serving::node::{Call, Node, argmax, model_ref};
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use futures::FutureExt;
@@ -44,7 +44,7 @@ pub struct CloudNode {
 impl CloudNode {
     /// Wraps `model`, registering the metrics in `registry`.
     pub fn new(model: Arc<dyn Classifier>, config: &CloudConfig, registry: &mut Registry) -> Self {
-        let metrics = Metrics::register(registry);
+        let metrics = Metrics::register(registry, model.metadata());
         let model_ref = model_ref(model.metadata());
         Self {
             batcher: Batcher::new(model, config.batcher(), metrics.batcher.clone()),
@@ -138,9 +138,13 @@ pub async fn run(
     let node = Arc::new(CloudNode::new(model, &config, &mut registry));
     let shutdown = shutdown.shared();
     if let Some(listener) = listeners.metrics {
+        let exposition = Exposition {
+            triton: node.metrics.triton.clone(),
+            registry,
+        };
         tokio::spawn(serve_metrics(
             listener,
-            Arc::new(registry),
+            Arc::new(exposition),
             shutdown.clone(),
         ));
     }
