@@ -8,7 +8,7 @@ mod up;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +42,20 @@ enum Command {
     /// The simulated 5G link: its profiles, and sampled statistics of one.
     #[command(subcommand)]
     Link(link_cmds::LinkCommand),
+    /// Prints a shell completion script for edgeinfer (bash, zsh, fish, ...) on stdout.
+    Completions(CompletionsArgs),
+}
+
+/// Arguments of `edgeinfer completions`.
+#[derive(clap::Args)]
+#[command(after_help = "Install, for example:
+  bash: edgeinfer completions bash > ~/.local/share/bash-completion/completions/edgeinfer
+  zsh:  edgeinfer completions zsh > \"${fpath[1]}/_edgeinfer\"
+  fish: edgeinfer completions fish > ~/.config/fish/completions/edgeinfer.fish")]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 /// Sets candle's thread settings (one thread per forward pass; see
@@ -81,5 +95,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Quantize(args) => model_cmds::run_quantize(&args),
         Command::Eval(args) => model_cmds::run_eval(&args),
         Command::Link(cmd) => link_cmds::run(&cmd),
+        Command::Completions(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "edgeinfer",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
 }
