@@ -84,8 +84,17 @@ async fn async_main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(args) => {
-            edgeinfer_serving::cli::init_tracing("text");
-            up::run_up(&args).await
+            // One process, one exporter: the spans say which node (`node` = edge or cloud).
+            let telemetry = edgeinfer_serving::telemetry::init(
+                "text",
+                args.otlp_endpoint.as_deref(),
+                "edgeinfer-up",
+            )?;
+            let result = up::run_up(&args).await;
+            if let Some(t) = telemetry {
+                t.shutdown().await;
+            }
+            result
         }
         Command::Infer(args) => client_cmds::run_infer(&args).await,
         Command::Bench(args) => client_cmds::run_bench(&args).await,

@@ -81,6 +81,10 @@ pub struct UpArgs {
         requires = "tls_cert"
     )]
     pub tls_ca: Option<PathBuf>,
+    /// Export both nodes' spans over OTLP/gRPC to this collector (http://HOST:4317); a
+    /// request's W3C `traceparent` is honoured and carried from edge to cloud.
+    #[arg(long, env = "EDGEINFER_UP_OTLP_ENDPOINT", value_name = "URL", value_parser = edgeinfer_serving::telemetry::parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Runs both nodes until Ctrl-C or SIGTERM.

@@ -81,6 +81,11 @@ pub struct CloudConfig {
     /// Log format: text or json.
     #[arg(long, env = "CLOUD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// Export spans over OTLP/gRPC to this collector (http://HOST:4317); a request's W3C
+    /// `traceparent` is honoured. Default: no export.
+    #[arg(long, env = "CLOUD_OTLP_ENDPOINT", value_name = "URL", value_parser = edgeinfer_serving::telemetry::parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl CloudConfig {

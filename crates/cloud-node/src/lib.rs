@@ -28,6 +28,7 @@ use edgeinfer_serving::error::ServeError;
 use edgeinfer_serving::metrics::{Exposition, Metrics, serve_metrics};
 use edgeinfer_serving::node::{Call, Node, argmax, model_ref};
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
+use edgeinfer_serving::telemetry::TraceContextLayer;
 use futures::FutureExt;
 use prometheus_client::registry::Registry;
 use tonic::transport::ServerTlsConfig;
@@ -153,7 +154,17 @@ pub async fn run(
         tracing::warn!("no auth token set: inference calls are accepted without credentials");
     }
     let auth = BearerAuthLayer::new(auth_token);
-    serve("data", listeners.grpc, routes, names, auth, tls, shutdown)
-        .await
-        .context("gRPC server failed")
+    let trace = TraceContextLayer::new("cloud");
+    serve(
+        "data",
+        listeners.grpc,
+        routes,
+        names,
+        auth,
+        tls,
+        shutdown,
+        trace,
+    )
+    .await
+    .context("gRPC server failed")
 }

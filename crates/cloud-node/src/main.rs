@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use cloud_node::{CloudConfig, prepare, run};
-use edgeinfer_serving::cli::{Addresses, EXIT_CONFIG, bind_listeners, init_tracing, parse_or_exit};
+use edgeinfer_serving::cli::{Addresses, EXIT_CONFIG, bind_listeners, parse_or_exit};
 
 /// Sets candle's thread settings (one thread per forward pass; see
 /// `edgeinfer_model::threading`) before anything reads them, then runs `async_main`.
@@ -19,7 +19,17 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn async_main() -> ExitCode {
     let config: CloudConfig = parse_or_exit();
-    init_tracing(&config.log_format);
+    let telemetry = match edgeinfer_serving::telemetry::init(
+        &config.log_format,
+        config.otlp_endpoint.as_deref(),
+        "edgeinfer-cloud",
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cloud-node: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     // Everything that can be wrong with the configuration is found before a port is bound.
     let (listen, metrics) = (config.listen, config.metrics_listen);
     let prepared = match prepare(config) {
@@ -42,7 +52,11 @@ async fn async_main() -> ExitCode {
         }
     };
     tracing::info!(grpc = %listen, model = %prepared.config.model.display(), "cloud listening");
-    match run(prepared, listeners, edgeinfer_serving::shutdown::signal()).await {
+    let result = run(prepared, listeners, edgeinfer_serving::shutdown::signal()).await;
+    if let Some(t) = telemetry {
+        t.shutdown().await;
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cloud-node: {e:#}");

@@ -199,6 +199,11 @@ pub struct EdgeConfig {
     /// Log format: text or json.
     #[arg(long, env = "EDGE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// Export spans over OTLP/gRPC to this collector (http://HOST:4317); a request's W3C
+    /// `traceparent` is honoured and carried on to the cloud. Default: no export.
+    #[arg(long, env = "EDGE_OTLP_ENDPOINT", value_name = "URL", value_parser = edgeinfer_serving::telemetry::parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
 }
 
 fn parse_unit(s: &str) -> Result<f32, String> {

@@ -50,6 +50,7 @@ use edgeinfer_serving::auth::BearerAuthLayer;
 use edgeinfer_serving::batcher::Batcher;
 use edgeinfer_serving::metrics::{Exposition, Metrics, serve_metrics};
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
+use edgeinfer_serving::telemetry::TraceContextLayer;
 use futures::FutureExt;
 use prometheus_client::registry::Registry;
 use tonic::service::RoutesBuilder;
@@ -202,6 +203,7 @@ pub async fn run(
         BearerAuthLayer::new(tokens.data),
         server_tls.clone(),
         shutdown.clone(),
+        TraceContextLayer::new("edge"),
     );
     // The admin plane: control calls on their own listener, with their own token, the same
     // TLS as the data plane. The data port does not serve them at all (UNIMPLEMENTED there).
@@ -225,6 +227,7 @@ pub async fn run(
             BearerAuthLayer::new(tokens.admin),
             server_tls,
             shutdown,
+            TraceContextLayer::new("edge-admin"),
         )
         .await
     };

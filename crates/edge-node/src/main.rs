@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use edge_node::{EdgeConfig, prepare, run};
-use edgeinfer_serving::cli::{Addresses, EXIT_CONFIG, bind_listeners, init_tracing, parse_or_exit};
+use edgeinfer_serving::cli::{Addresses, EXIT_CONFIG, bind_listeners, parse_or_exit};
 
 /// Sets candle's thread settings (one thread per forward pass; see
 /// `edgeinfer_model::threading`) before anything reads them, then runs `async_main`.
@@ -20,7 +20,17 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn async_main() -> ExitCode {
     let config: EdgeConfig = parse_or_exit();
-    init_tracing(&config.log_format);
+    let telemetry = match edgeinfer_serving::telemetry::init(
+        &config.log_format,
+        config.otlp_endpoint.as_deref(),
+        "edgeinfer-edge",
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("edge-node: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let addresses = Addresses {
         grpc: config.listen,
         admin: config.admin_listen,
@@ -42,7 +52,11 @@ async fn async_main() -> ExitCode {
         }
     };
     tracing::info!(grpc = %addresses.grpc, admin = ?addresses.admin, "edge listening");
-    match run(prepared, listeners, edgeinfer_serving::shutdown::signal()).await {
+    let result = run(prepared, listeners, edgeinfer_serving::shutdown::signal()).await;
+    if let Some(t) = telemetry {
+        t.shutdown().await;
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("edge-node: {e:#}");

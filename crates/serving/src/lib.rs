@@ -17,6 +17,7 @@
 //! - [`server`]: one listener with the node's services, health and reflection.
 //! - [`cli`]: what the server binaries share: exit 64 on bad settings, logging, binding.
 //! - [`shutdown`]: the process's shutdown signal (SIGTERM or Ctrl-C).
+//! - [`telemetry`]: logging, OTLP span export, W3C trace context in and out.
 //!
 //! Invariant: nothing here knows about MNIST or about routing decisions; it sees models
 //! through `edgeinfer_model::Classifier` and their metadata.
@@ -35,4 +36,5 @@ pub mod node;
 pub mod oip;
 pub mod server;
 pub mod shutdown;
+pub mod telemetry;
 pub mod tls;

@@ -18,6 +18,7 @@ use crate::auth::BearerAuthLayer;
 use crate::native::NativeService;
 use crate::node::Node;
 use crate::oip::OipService;
+use crate::telemetry::TraceContextLayer;
 
 /// Largest gRPC message accepted or sent by default. Open Inference Protocol batches are the
 /// big ones (1,024 rows of 784 floats is about 3.2 MB); image fields have their own,
@@ -69,6 +70,7 @@ pub async fn serve(
     auth: BearerAuthLayer,
     tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
+    trace: TraceContextLayer,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in service_names.iter().copied().chain([""]) {
@@ -110,7 +112,10 @@ pub async fn serve(
         None => tracing::warn!(plane, "serving gRPC in plaintext: no TLS certificate set"),
     }
     server
-        // Authentication first: nothing runs for a request that presents no valid token.
+        // The request's span first, child of the caller's `traceparent`: a refused request
+        // is part of the caller's trace too.
+        .layer(trace)
+        // Authentication next: nothing runs for a request that presents no valid token.
         .layer(auth)
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, async move {
