@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use cloud_node::{CloudConfig, prepare, run};
-use edgeinfer_serving::cli::{Addresses, EXIT_CONFIG, bind_listeners, parse_or_exit};
+use edgeinfer_serving::cli::{
+    Addresses, EXIT_CONFIG, bind_listeners, init_telemetry, parse_or_exit,
+};
 
 /// Sets candle's thread settings (one thread per forward pass; see
 /// `edgeinfer_model::threading`) before anything reads them, then runs `async_main`.
@@ -19,16 +21,15 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn async_main() -> ExitCode {
     let config: CloudConfig = parse_or_exit();
-    let telemetry = match edgeinfer_serving::telemetry::init(
+    let endpoint = config.otlp_endpoint.as_deref();
+    let telemetry = match init_telemetry(
         &config.log_format,
-        config.otlp_endpoint.as_deref(),
+        endpoint,
         "edgeinfer-cloud",
+        "cloud-node",
     ) {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("cloud-node: {e:#}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(status) => return status,
     };
     // Everything that can be wrong with the configuration is found before a port is bound.
     let (listen, metrics) = (config.listen, config.metrics_listen);

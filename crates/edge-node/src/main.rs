@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use edge_node::{EdgeConfig, prepare, run};
-use edgeinfer_serving::cli::{Addresses, EXIT_CONFIG, bind_listeners, parse_or_exit};
+use edgeinfer_serving::cli::{
+    Addresses, EXIT_CONFIG, bind_listeners, init_telemetry, parse_or_exit,
+};
 
 /// Sets candle's thread settings (one thread per forward pass; see
 /// `edgeinfer_model::threading`) before anything reads them, then runs `async_main`.
@@ -20,17 +22,12 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn async_main() -> ExitCode {
     let config: EdgeConfig = parse_or_exit();
-    let telemetry = match edgeinfer_serving::telemetry::init(
-        &config.log_format,
-        config.otlp_endpoint.as_deref(),
-        "edgeinfer-edge",
-    ) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("edge-node: {e:#}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+    let endpoint = config.otlp_endpoint.as_deref();
+    let telemetry =
+        match init_telemetry(&config.log_format, endpoint, "edgeinfer-edge", "edge-node") {
+            Ok(t) => t,
+            Err(status) => return status,
+        };
     let addresses = Addresses {
         grpc: config.listen,
         admin: config.admin_listen,
