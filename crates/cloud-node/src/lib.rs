@@ -155,16 +155,7 @@ pub async fn run(
     }
     let auth = BearerAuthLayer::new(auth_token);
     let trace = TraceContextLayer::new("cloud");
-    serve(
-        "data",
-        listeners.grpc,
-        routes,
-        names,
-        auth,
-        tls,
-        shutdown,
-        trace,
-    )
-    .await
-    .context("gRPC server failed")
+    serve(trace, listeners.grpc, routes, names, auth, tls, shutdown)
+        .await
+        .context("gRPC server failed")
 }

@@ -196,14 +196,13 @@ pub async fn run(
     }
     let (routes, names) = node_routes(node.clone(), "edgeinfer-edge", config.max_message_bytes);
     let data = serve(
-        "data",
+        TraceContextLayer::new("edge"),
         listeners.grpc,
         routes,
         names,
         BearerAuthLayer::new(tokens.data),
         server_tls.clone(),
         shutdown.clone(),
-        TraceContextLayer::new("edge"),
     );
     // The admin plane: control calls on their own listener, with their own token, the same
     // TLS as the data plane. The data port does not serve them at all (UNIMPLEMENTED there).
@@ -220,14 +219,13 @@ pub async fn run(
         let mut routes = RoutesBuilder::default();
         routes.add_service(EdgeAdminServer::new(admin::AdminService::new(node, traces)));
         serve(
-            "admin",
+            TraceContextLayer::new("edge-admin"),
             listener,
             routes,
             vec![service_names::EDGE_ADMIN],
             BearerAuthLayer::new(tokens.admin),
             server_tls,
             shutdown,
-            TraceContextLayer::new("edge-admin"),
         )
         .await
     };

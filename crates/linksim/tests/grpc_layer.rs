@@ -292,7 +292,10 @@ async fn stream_frames_keep_their_order() {
 
 /// Records every closed span: its name, its parent's name and its `one_way_us`.
 #[derive(Clone, Default)]
-struct SpanLog(Arc<std::sync::Mutex<Vec<(String, Option<String>, Option<u64>)>>>);
+struct SpanLog(Arc<std::sync::Mutex<Vec<Closed>>>);
+
+/// A closed span: its name, its parent's name, its `one_way_us`.
+type Closed = (String, Option<String>, Option<u64>);
 
 #[derive(Default)]
 struct OneWay(Option<u64>);

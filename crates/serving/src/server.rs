@@ -61,16 +61,16 @@ pub fn node_routes<N: Node>(
 /// Serves `routes` plus health and reflection on `listener`, over TLS when `tls` is set, until
 /// `shutdown` completes; `auth` guards every service but health and reflection. On shutdown it
 /// reports NOT_SERVING, stops accepting, and returns once in-flight requests are answered.
-/// `plane` names the listener in logs ("data", "admin").
+/// `trace` makes each request's span and names the listener in logs ("edge", "edge-admin",
+/// "cloud").
 pub async fn serve(
-    plane: &str,
+    trace: TraceContextLayer,
     listener: TcpListener,
     mut routes: RoutesBuilder,
     service_names: Vec<&'static str>,
     auth: BearerAuthLayer,
     tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
-    trace: TraceContextLayer,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in service_names.iter().copied().chain([""]) {
@@ -109,7 +109,10 @@ pub async fn serve(
     let mut server = Server::builder();
     match tls {
         Some(tls) => server = server.tls_config(tls)?,
-        None => tracing::warn!(plane, "serving gRPC in plaintext: no TLS certificate set"),
+        None => tracing::warn!(
+            listener = trace.node(),
+            "serving gRPC in plaintext: no TLS certificate set"
+        ),
     }
     server
         // The request's span first, child of the caller's `traceparent`: a refused request

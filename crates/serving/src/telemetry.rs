@@ -180,6 +180,11 @@ impl TraceContextLayer {
     pub fn new(node: &'static str) -> Self {
         Self { node }
     }
+
+    /// The node (or listener) the spans are named for.
+    pub fn node(&self) -> &'static str {
+        self.node
+    }
 }
 
 impl<S> Layer<S> for TraceContextLayer {
