@@ -10,6 +10,9 @@
 #      `--scale cloud=3`: every replica answers part of the load (each one's own metrics);
 #      `--profile link-proxy`: the edge reaches the cloud through `edgeinfer link proxy` (lte)
 #      and its cloud answers carry lte's delay.
+#   4. a real Prometheus (Debian's package, on the host) scrapes the demo's edge and cloud, and
+#      every query of the Grafana dashboard (deploy/grafana/edgeinfer.json) returns data
+#      through Prometheus' HTTP API (deploy/ci/dashboard_queries.py).
 # Everything it starts is torn down on exit, also on failure. DEPLOY_PROFILE=release|dev picks
 # the cargo profile (default dev: .ci/run has just built it for the tests); DEPLOY_NO_CARGO=1
 # uses the binaries already in target/ as they are; DEPLOY_MODELS=DIR ships other model files.
@@ -33,11 +36,13 @@ fail() {
 
 # === 1. static checks ==========================================================================
 # jq and curl read the answers and metrics; this machine kind has both, a bare Debian may not.
+# Prometheus (Debian's package) scrapes the demo in step 4.
 missing=()
-for tool in jq curl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in jq curl prometheus; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 venv=$work/venv
@@ -103,8 +108,13 @@ teardown() {
     status=$?
     trap - EXIT INT TERM
     set +e
+    if [ -n "${prom_pid:-}" ]; then
+        kill "$prom_pid" 2>/dev/null
+        wait "$prom_pid" 2>/dev/null
+    fi
     if [ "$status" != 0 ]; then
         echo "--- deploy: failed; state and recent logs" >&2
+        [ -z "${prom_pid:-}" ] || tail -n 20 "$work/$project-prometheus.log" >&2
         compose ps >&2
         compose logs --no-color --tail=40 >&2
     fi
@@ -181,6 +191,31 @@ wait_healthy edge 1
 edge=http://$(compose port edge 50051)
 say "both healthy; edge at $edge"
 
+# Prometheus on the host, scraping the published metrics ports every second. Its port is a
+# free one the kernel picked: Prometheus does not report the port it got for port 0.
+prom_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+prom=http://127.0.0.1:$prom_port
+cat >"$work/$project-prometheus.yml" <<PROMETHEUS_YML
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: edge
+    static_configs: [{targets: ["$(compose port edge 9091)"]}]
+  - job_name: cloud
+    static_configs: [{targets: ["$(compose port --index=1 cloud 9092)"]}]
+PROMETHEUS_YML
+say "prometheus $(prometheus --version 2>&1 | awk 'NR == 1 {print $3}') at $prom"
+prometheus --config.file="$work/$project-prometheus.yml" --storage.tsdb.path="$work/$project-tsdb" \
+    --web.listen-address="127.0.0.1:$prom_port" >"$work/$project-prometheus.log" 2>&1 &
+prom_pid=$!
+deadline=$(($(date +%s) + 60))
+until [ "$(curl -fsS --max-time 2 "$prom/api/v1/targets?state=active" 2>/dev/null |
+    jq '[.data.activeTargets[] | select(.health == "up")] | length' 2>/dev/null)" = 2 ]; do
+    kill -0 "$prom_pid" 2>/dev/null || fail "prometheus exited (log: $work/$project-prometheus.log)"
+    [ "$(date +%s)" -lt "$deadline" ] || fail "prometheus: edge and cloud targets not both up within 60s"
+    sleep 1
+done
+say "prometheus scrapes edge and cloud"
+
 say "requests through the edge: EDGE and CLOUD answers"
 f=$work/$project-normal.json
 bench_json "$f" --requests 300 --concurrency 4
@@ -198,6 +233,25 @@ compose exec -T edge edgeinfer bench --requests 50 --concurrency 2 --json >"$wor
     fail "compose exec edge edgeinfer bench exited $?"
 summary "$work/$project-exec.json"
 [ "$(field "$work/$project-exec.json" .ok)" = 50 ] || fail "bench inside the edge container: not every request answered"
+
+say "Grafana dashboard: every query returns data through Prometheus"
+# Open-loop load for 8 s, with cloud answers among them (threshold $EDGE_THRESHOLD), so that
+# every rate() in the dashboard's 1-minute window sees its counters move.
+bench_json "$work/$project-dashboard.json" --duration 8 --rate 50
+summary "$work/$project-dashboard.json"
+deadline=$(($(date +%s) + 30))
+until "$venv/bin/python" deploy/ci/dashboard_queries.py --prometheus "$prom" --window 1m \
+    deploy/grafana/edgeinfer.json >"$work/$project-dashboard.txt"; do
+    [ "$(date +%s)" -lt "$deadline" ] || {
+        cat "$work/$project-dashboard.txt"
+        fail "some dashboard queries returned no data within 30s of the load"
+    }
+    sleep 2
+done
+cat "$work/$project-dashboard.txt"
+kill "$prom_pid"
+wait "$prom_pid" 2>/dev/null || true
+prom_pid=
 
 say "compose stop cloud: the edge answers everything, degraded"
 compose stop --timeout 5 cloud

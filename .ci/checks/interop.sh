@@ -11,7 +11,7 @@ root=$PWD
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import tritonclient.grpc, tritonclient.http, grpc_health, grpc_tools' 2>/dev/null ||
+if ! .venv/bin/python -c 'import tritonclient.grpc, tritonclient.http, grpc_health, grpc_tools, opentelemetry.proto' 2>/dev/null ||
     [ ! -x .venv/bin/grpcurl ]; then
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 fi

@@ -22,7 +22,10 @@ What is checked, each with the client a user would use:
   grpcurl, the edgeinfer commands, generated stubs and tritonclient, with mutual TLS at the
   cloud;
 - the README walkthrough: every fenced block tagged `interop` is run as written (the default
-  addresses are replaced by the ones of the servers under test).
+  addresses are replaced by the ones of the servers under test);
+- OpenTelemetry: `edgeinfer up --otlp-endpoint` exporting to the official OTLP trace service
+  (PyPI `opentelemetry-proto`, served by grpcio, tests/interop/otlp_receiver.py); one request
+  with a `traceparent` is one trace with the edge, link (uplink, downlink) and cloud spans.
 
 Prints one line per check and closes with `N passed, N failed`; exits 1 when any failed.
 """
@@ -743,6 +746,63 @@ def _(ctx):
             assert list(got) == list(ctx.labels[:4]), (got, ctx.labels[:4])
         finally:
             stop_up(proc)
+
+
+def attribute(span, key):
+    return next((a.value.string_value for a in span.attributes if a.key == key), None)
+
+
+@check("OpenTelemetry: a request with a traceparent is one trace at an OTLP receiver: edge, uplink, downlink, cloud")
+def _(ctx):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from otlp_receiver import Receiver
+
+    with Receiver() as receiver:
+        proc, edge, _ = start_up("--otlp-endpoint", f"http://127.0.0.1:{receiver.port}")
+        try:
+            trace_id, client_span = os.urandom(16), os.urandom(8)
+            traceparent = f"00-{trace_id.hex()}-{client_span.hex()}-01"
+            pb, pb_grpc, _, _ = generated_stubs()
+            with grpc.insecure_channel(edge) as channel:
+                reply = pb_grpc.InferenceStub(channel).Infer(
+                    pb.InferRequest(raw=bytes(ctx.images[0]), placement=pb.CLOUD_ONLY),
+                    metadata=[("traceparent", traceparent)], timeout=10)
+            assert reply.served_by == pb.CLOUD, reply
+
+            def complete(spans):
+                names = {span.name for _, span in spans}
+                servers = [span for _, span in spans if span.name == "/edgeinfer.v1.Inference/Infer"]
+                return {"cloud_call", "uplink", "downlink"} <= names and len(servers) == 2
+
+            # The exporter sends a batch every 5 s; bounded wait.
+            spans = receiver.wait_for(trace_id, complete, timeout=30)
+        finally:
+            stop_up(proc)
+
+    summary = sorted(f"{span.name} ({attribute(span, 'node') or '-'})" for _, span in spans)
+    print(f"      | {len(spans)} spans in trace {trace_id.hex()}: {', '.join(summary)}")
+    assert complete(spans), f"incomplete trace: {summary}"
+    by_id = {span.span_id: span for _, span in spans}
+    servers = {attribute(span, "node"): span for _, span in spans
+               if span.name == "/edgeinfer.v1.Inference/Infer"}
+    assert set(servers) == {"edge", "cloud"}, summary
+    # The edge's server span is the child of the client's span; everything else hangs under it.
+    assert servers["edge"].parent_span_id == client_span, "edge span not under the traceparent"
+    for _, span in spans:
+        if span is servers["edge"]:
+            continue
+        assert span.parent_span_id in by_id, f"{span.name}: parent not in the trace"
+    (call,) = [span for _, span in spans if span.name == "cloud_call"]
+    for name in ("uplink", "downlink"):
+        (link,) = [span for _, span in spans if span.name == name]
+        assert link.parent_span_id == call.span_id, f"{name} not under cloud_call"
+    # The cloud's span is the child of the edge's call: the context crossed the link.
+    assert servers["cloud"].parent_span_id == call.span_id, "cloud span not under cloud_call"
+    # Walking up from the cloud's span reaches the edge's.
+    span, hops = servers["cloud"], 0
+    while span is not servers["edge"] and hops < 20:
+        span, hops = by_id[span.parent_span_id], hops + 1
+    assert span is servers["edge"], "the cloud's span does not descend from the edge's"
 
 
 def textwrap_indent(text, limit=12):

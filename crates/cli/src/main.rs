@@ -8,7 +8,7 @@ mod up;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,20 @@ enum Command {
     /// A gRPC server that does no work (native Infer, OIP ModelInfer, health): the floor that
     /// serving figures are compared with (`edgeinfer bench --addr ADDR`).
     Floor(FloorArgs),
+    /// Prints a shell completion script for edgeinfer (bash, zsh, fish, ...) on stdout.
+    Completions(CompletionsArgs),
+}
+
+/// Arguments of `edgeinfer completions`.
+#[derive(clap::Args)]
+#[command(after_help = "Install, for example:
+  bash: edgeinfer completions bash > ~/.local/share/bash-completion/completions/edgeinfer
+  zsh:  edgeinfer completions zsh > \"${fpath[1]}/_edgeinfer\"
+  fish: edgeinfer completions fish > ~/.config/fish/completions/edgeinfer.fish")]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 #[derive(clap::Args)]
@@ -72,8 +86,17 @@ edgeinfer_serving::binary_main!(async {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(args) => {
-            edgeinfer_serving::cli::init_tracing("text");
-            up::run_up(&args).await
+            // One process, one exporter: the spans say which node (`node` = edge or cloud).
+            let telemetry = edgeinfer_serving::telemetry::init(
+                "text",
+                args.otlp_endpoint.as_deref(),
+                "edgeinfer-up",
+            )?;
+            let result = up::run_up(&args).await;
+            if let Some(t) = telemetry {
+                t.shutdown().await;
+            }
+            result
         }
         Command::Infer(args) => client_cmds::run_infer(&args).await,
         Command::Bench(args) => client_cmds::run_bench(&args).await,
@@ -91,6 +114,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             println!("floor (no work) listening on {addr}; stop with Ctrl-C");
             edgeinfer_cli::floor::serve(listener, edgeinfer_serving::shutdown::signal()).await?;
+            Ok(())
+        }
+        Command::Completions(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "edgeinfer",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
     }

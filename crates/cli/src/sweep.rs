@@ -39,6 +39,7 @@ pub struct SweepArgs {
     /// Confidence thresholds of the edge, comma-separated, each in [0, 1].
     #[arg(
         long,
+        env = "EDGEINFER_SWEEP_THRESHOLDS",
         value_delimiter = ',',
         default_value = "0.5,0.8,0.9,0.95,0.99,0.999"
     )]
@@ -46,59 +47,76 @@ pub struct SweepArgs {
     /// Link profiles between edge and cloud, comma-separated (see `edgeinfer link profiles`).
     #[arg(
         long,
+        env = "EDGEINFER_SWEEP_PROFILES",
         value_delimiter = ',',
         default_value = "urllc,embb-midband,lte,cell-edge"
     )]
     pub profiles: Vec<String>,
     /// Measured requests per cell (threshold and profile).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, env = "EDGEINFER_SWEEP_REQUESTS", default_value_t = 2000)]
     pub requests: u64,
     /// Seconds of warm-up load per cell, not counted. Switching the link makes the edge forget
     /// its estimates; it relearns the round trip from probes sent every 250 ms, so 3 s give it
     /// a dozen samples before anything is measured.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    #[arg(
+        long,
+        env = "EDGEINFER_SWEEP_WARMUP",
+        value_name = "SECONDS",
+        default_value_t = 3.0
+    )]
     pub warmup: f64,
     /// Open loop (the default): requests per second sent to the edge whatever its answers do,
     /// latency counted from each request's scheduled time. A moderate rate measures the link
     /// and the models rather than queues: on a small machine running both nodes, a saturating
     /// load would make every profile look like its CPU [default: 400].
-    #[arg(long, value_name = "REQ_PER_S", conflicts_with = "concurrency")]
+    #[arg(
+        long,
+        env = "EDGEINFER_SWEEP_RATE",
+        value_name = "REQ_PER_S",
+        conflicts_with = "concurrency"
+    )]
     pub rate: Option<f64>,
     /// Closed loop instead: this many workers, each sending when its previous answer arrives.
-    #[arg(long)]
+    #[arg(long, env = "EDGEINFER_SWEEP_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// Latency budget sent with every request (default: the edge's default budget).
-    #[arg(long)]
+    #[arg(long, env = "EDGEINFER_SWEEP_BUDGET_MS")]
     pub budget_ms: Option<u32>,
     /// API to load the edge with.
-    #[arg(long, value_enum, default_value_t = Protocol::Native)]
+    #[arg(long, env = "EDGEINFER_SWEEP_PROTOCOL", value_enum, default_value_t = Protocol::Native)]
     pub protocol: Protocol,
     /// Seed of the link's random processes, set at the start of every cell.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "EDGEINFER_SWEEP_SEED", default_value_t = 1)]
     pub seed: u64,
     /// Threshold whose latency CDF is plotted [default: the middle of --thresholds].
-    #[arg(long)]
+    #[arg(long, env = "EDGEINFER_SWEEP_CDF_THRESHOLD")]
     pub cdf_threshold: Option<f32>,
     /// Use a running edge node at this address instead of starting edge and cloud in process.
     /// Its threshold and link profile are changed during the sweep and restored at the end.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "EDGEINFER_SWEEP_EDGE", value_name = "ADDR")]
     pub edge: Option<String>,
     /// With --edge: the edge's admin listener, where its threshold and link are set.
     #[arg(
         long,
+        env = "EDGEINFER_SWEEP_EDGE_ADMIN",
         value_name = "ADDR",
         requires = "edge",
         default_value = "http://127.0.0.1:50061"
     )]
     pub edge_admin: String,
     /// With --edge: the cloud behind it, checked for health before the sweep starts.
-    #[arg(long, value_name = "ADDR", requires = "edge")]
+    #[arg(
+        long,
+        env = "EDGEINFER_SWEEP_CLOUD",
+        value_name = "ADDR",
+        requires = "edge"
+    )]
     pub cloud: Option<String>,
     /// TLS settings for https:// --edge and --cloud addresses.
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Directory for sweep.csv, sweep.json, accuracy_vs_offload.png and latency_cdf.png.
-    #[arg(long)]
+    #[arg(long, env = "EDGEINFER_SWEEP_OUT")]
     pub out: PathBuf,
 }
 

@@ -13,61 +13,91 @@ use edgeinfer_cli::local::{LocalOptions, LocalTls, repository_file, start};
 pub struct UpArgs {
     /// Link profile between edge and cloud: ideal, urllc, embb-mmwave, embb-midband, lte,
     /// cell-edge, offline, or a TOML/JSON profile file.
-    #[arg(long, default_value = "embb-midband")]
+    #[arg(long, env = "EDGEINFER_UP_PROFILE", default_value = "embb-midband")]
     pub profile: String,
     /// Seed of the simulated link.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "EDGEINFER_UP_SEED", default_value_t = 1)]
     pub seed: u64,
     /// Edge gRPC address.
-    #[arg(long, default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "EDGEINFER_UP_EDGE_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
     pub edge_listen: SocketAddr,
     /// Cloud gRPC address.
-    #[arg(long, default_value = "127.0.0.1:50052")]
+    #[arg(
+        long,
+        env = "EDGEINFER_UP_CLOUD_LISTEN",
+        default_value = "127.0.0.1:50052"
+    )]
     pub cloud_listen: SocketAddr,
     /// Edge admin address (`EdgeAdmin`: status, link profile, policy).
-    #[arg(long, default_value = "127.0.0.1:50061")]
+    #[arg(
+        long,
+        env = "EDGEINFER_UP_ADMIN_LISTEN",
+        default_value = "127.0.0.1:50061"
+    )]
     pub admin_listen: SocketAddr,
     /// Bearer token the admin calls must present (default: none).
     #[arg(long, env = "EDGEINFER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Edge metrics address ("off" to disable).
-    #[arg(long, default_value = "127.0.0.1:9091", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
+    #[arg(long, env = "EDGEINFER_UP_EDGE_METRICS_LISTEN", default_value = "127.0.0.1:9091", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
     pub edge_metrics_listen: std::option::Option<SocketAddr>,
     /// Cloud metrics address ("off" to disable).
-    #[arg(long, default_value = "127.0.0.1:9092", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
+    #[arg(long, env = "EDGEINFER_UP_CLOUD_METRICS_LISTEN", default_value = "127.0.0.1:9092", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
     pub cloud_metrics_listen: std::option::Option<SocketAddr>,
     /// Edge model file (default: the shipped int8 MLP).
-    #[arg(long)]
+    #[arg(long, env = "EDGEINFER_UP_EDGE_MODEL")]
     pub edge_model: Option<PathBuf>,
     /// Cloud model file (default: the shipped CNN).
-    #[arg(long)]
+    #[arg(long, env = "EDGEINFER_UP_CLOUD_MODEL")]
     pub cloud_model: Option<PathBuf>,
     /// Edge confidence threshold (default: the edge's own default).
-    #[arg(long)]
+    #[arg(long, env = "EDGEINFER_UP_THRESHOLD")]
     pub threshold: Option<f32>,
     /// Default latency budget in milliseconds (default: the edge's own default).
-    #[arg(long)]
+    #[arg(long, env = "EDGEINFER_UP_BUDGET_MS")]
     pub budget_ms: Option<u32>,
     /// Serve both nodes over TLS with this PEM certificate chain (it must name 127.0.0.1 or
     /// the listen addresses); the edge reaches the cloud over mutual TLS with it.
-    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    #[arg(long, env = "EDGEINFER_UP_TLS_CERT", value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "EDGEINFER_UP_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// PEM CA certificate that --tls-cert chains to; the cloud accepts only clients whose
     /// certificates chain to it.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "EDGEINFER_UP_TLS_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_ca: Option<PathBuf>,
     /// Edge address of the Open Inference Protocol over HTTP (`/v2/...`; "off" to disable).
-    #[arg(long, default_value = "127.0.0.1:8000", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
+    #[arg(long, env = "EDGEINFER_UP_EDGE_HTTP_LISTEN", default_value = "127.0.0.1:8000", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
     pub edge_http_listen: std::option::Option<SocketAddr>,
     /// Cloud address of the Open Inference Protocol over HTTP (`/v2/...`; "off" to disable).
-    #[arg(long, default_value = "127.0.0.1:8001", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
+    #[arg(long, env = "EDGEINFER_UP_CLOUD_HTTP_LISTEN", default_value = "127.0.0.1:8001", value_parser = edgeinfer_serving::cli::parse_optional_addr)]
     pub cloud_http_listen: std::option::Option<SocketAddr>,
     /// Cloud admin address (`ModelAdmin`: loading a model); it takes --admin-token too.
-    #[arg(long, default_value = "127.0.0.1:50062")]
+    #[arg(
+        long,
+        env = "EDGEINFER_UP_CLOUD_ADMIN_LISTEN",
+        default_value = "127.0.0.1:50062"
+    )]
     pub cloud_admin_listen: SocketAddr,
+    /// Export both nodes' spans over OTLP/gRPC to this collector (http://HOST:4317); a
+    /// request's W3C `traceparent` is honoured and carried from edge to cloud.
+    #[arg(long, env = "EDGEINFER_UP_OTLP_ENDPOINT", value_name = "URL", value_parser = edgeinfer_serving::telemetry::parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Runs both nodes until Ctrl-C or SIGTERM.

@@ -121,6 +121,11 @@ pub struct CloudConfig {
     /// The model directory of --model-repository this node serves.
     #[arg(long, env = "CLOUD_REPOSITORY_MODEL", default_value = "cloud-cnn")]
     pub repository_model: String,
+
+    /// Export spans over OTLP/gRPC to this collector (http://HOST:4317); a request's W3C
+    /// `traceparent` is honoured. Default: no export.
+    #[arg(long, env = "CLOUD_OTLP_ENDPOINT", value_name = "URL", value_parser = edgeinfer_serving::telemetry::parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl CloudConfig {

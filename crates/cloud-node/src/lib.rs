@@ -26,7 +26,7 @@ use edgeinfer_model::ModelMetadata;
 use edgeinfer_serving::answer::{Answer, Reason, Tier, Timing};
 use edgeinfer_serving::auth::{BearerAuthLayer, token_setting};
 use edgeinfer_serving::error::ServeError;
-use edgeinfer_serving::metrics::{Metrics, serve_metrics};
+use edgeinfer_serving::metrics::{Exposition, Metrics, serve_metrics};
 use edgeinfer_serving::model_admin::{
     HasModelSlot, add_model_control, reload_on_signal_and_change,
 };
@@ -35,6 +35,7 @@ use edgeinfer_serving::node::{Call, Node, argmax};
 use edgeinfer_serving::oip_http::{HttpSettings, serve_http};
 use edgeinfer_serving::repository::StartingModel;
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
+use edgeinfer_serving::telemetry::TraceContextLayer;
 use edgeinfer_serving::tls::HttpTlsConfig;
 use futures::FutureExt;
 use prometheus_client::registry::Registry;
@@ -53,7 +54,7 @@ pub struct CloudNode {
 impl CloudNode {
     /// Serves `model`, registering the metrics in `registry`.
     pub fn new(model: StartingModel, config: &CloudConfig, registry: &mut Registry) -> Self {
-        let metrics = Metrics::register(registry);
+        let metrics = Metrics::register(registry, model.model.metadata());
         Self {
             model: model.into_slot(config.batcher(), metrics.batcher.clone()),
             metrics,
@@ -184,9 +185,13 @@ pub async fn run(
         (config.model_watch_ms > 0).then(|| Duration::from_millis(config.model_watch_ms)),
     ));
     if let Some(listener) = listeners.metrics {
+        let exposition = Exposition {
+            triton: node.metrics.triton.clone(),
+            registry,
+        };
         tokio::spawn(serve_metrics(
             listener,
-            Arc::new(registry),
+            Arc::new(exposition),
             shutdown.clone(),
         ));
     }
@@ -211,7 +216,7 @@ pub async fn run(
             .context("OIP HTTP server failed")
     };
     let data = serve(
-        "data",
+        TraceContextLayer::new("cloud"),
         listeners.grpc,
         routes,
         names,
@@ -234,7 +239,7 @@ pub async fn run(
         let mut routes = RoutesBuilder::default();
         let names = add_model_control(&mut routes, node, config.max_message_bytes);
         serve(
-            "admin",
+            TraceContextLayer::new("cloud-admin"),
             listener,
             routes,
             names.to_vec(),

@@ -232,6 +232,11 @@ pub struct EdgeConfig {
     /// The model directory of --model-repository this node serves.
     #[arg(long, env = "EDGE_REPOSITORY_MODEL", default_value = "edge-mlp")]
     pub repository_model: String,
+
+    /// Export spans over OTLP/gRPC to this collector (http://HOST:4317); a request's W3C
+    /// `traceparent` is honoured and carried on to the cloud. Default: no export.
+    #[arg(long, env = "EDGE_OTLP_ENDPOINT", value_name = "URL", value_parser = edgeinfer_serving::telemetry::parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
 }
 
 fn parse_link_timer(s: &str) -> Result<LinkTimer, String> {

@@ -21,6 +21,7 @@
 //! - [`upstream`]: the cloud client through the link, balanced over the cloud's addresses.
 //! - [`admin`]: the `EdgeAdmin` service (`ModelAdmin`, shared with the cloud, lives in
 //!   `edgeinfer_serving::model_admin`).
+//! - [`router_metrics`]: the router's and the link's figures, read at each scrape.
 //! - [`run`]: the whole edge server until shutdown.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -34,11 +35,11 @@ pub mod node;
 pub mod policy;
 pub mod reserve;
 pub mod router;
+pub mod router_metrics;
 pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -46,14 +47,14 @@ use edgeinfer::service_names;
 use edgeinfer::v1::edge_admin_server::EdgeAdminServer;
 use edgeinfer_linksim::{Link, LinkProfile, TraceSource};
 use edgeinfer_serving::auth::BearerAuthLayer;
-use edgeinfer_serving::metrics::{Metrics, serve_metrics};
+use edgeinfer_serving::metrics::{Exposition, Metrics, serve_metrics};
 use edgeinfer_serving::model_admin::{add_model_control, reload_on_signal_and_change};
 use edgeinfer_serving::oip_http::{HttpSettings, serve_http};
 use edgeinfer_serving::repository::StartingModel;
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
+use edgeinfer_serving::telemetry::TraceContextLayer;
 use edgeinfer_serving::tls::HttpTlsConfig;
 use futures::FutureExt;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tonic::service::RoutesBuilder;
 use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
@@ -139,98 +140,6 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
     })
 }
 
-type F64Gauge = Gauge<f64, AtomicU64>;
-
-/// The router's gauges, refreshed by the housekeeping loop.
-struct RouterGauges {
-    srtt: F64Gauge,
-    rttvar: F64Gauge,
-    uplink_bps: F64Gauge,
-    downlink_bps: F64Gauge,
-    cloud: F64Gauge,
-    circuit: Gauge,
-    delivered: Gauge,
-    lost: Gauge,
-    queued_bytes: Gauge,
-}
-
-impl RouterGauges {
-    fn register(registry: &mut Registry) -> Self {
-        let g = Self {
-            srtt: F64Gauge::default(),
-            rttvar: F64Gauge::default(),
-            uplink_bps: F64Gauge::default(),
-            downlink_bps: F64Gauge::default(),
-            cloud: F64Gauge::default(),
-            circuit: Gauge::default(),
-            delivered: Gauge::default(),
-            lost: Gauge::default(),
-            queued_bytes: Gauge::default(),
-        };
-        registry.register(
-            "link_srtt_seconds",
-            "Smoothed round trip to the cloud (RFC 6298)",
-            g.srtt.clone(),
-        );
-        registry.register(
-            "link_rttvar_seconds",
-            "Round-trip variation to the cloud (RFC 6298)",
-            g.rttvar.clone(),
-        );
-        registry.register(
-            "link_uplink_bits_per_second",
-            "Estimated uplink rate",
-            g.uplink_bps.clone(),
-        );
-        registry.register(
-            "link_downlink_bits_per_second",
-            "Estimated downlink rate",
-            g.downlink_bps.clone(),
-        );
-        registry.register(
-            "cloud_compute_seconds",
-            "Smoothed time the cloud reports per request",
-            g.cloud.clone(),
-        );
-        registry.register(
-            "circuit_state",
-            "Circuit breaker to the cloud: 1 closed, 2 open, 3 half-open",
-            g.circuit.clone(),
-        );
-        registry.register(
-            "link_delivered_messages",
-            "Messages the simulated link delivered",
-            g.delivered.clone(),
-        );
-        registry.register(
-            "link_lost_messages",
-            "Messages the simulated link lost",
-            g.lost.clone(),
-        );
-        registry.register(
-            "link_queued_bytes",
-            "Bytes waiting on the simulated link, both directions",
-            g.queued_bytes.clone(),
-        );
-        g
-    }
-
-    fn refresh(&self, node: &EdgeNode) {
-        let e = node.router.estimates.snapshot();
-        self.srtt.set(e.srtt.unwrap_or(0.0));
-        self.rttvar.set(e.rttvar);
-        self.uplink_bps.set(e.uplink_bps.unwrap_or(0.0));
-        self.downlink_bps.set(e.downlink_bps.unwrap_or(0.0));
-        self.cloud.set(e.cloud);
-        self.circuit.set(node.router.circuit.state() as i64);
-        let l = node.link.stats();
-        self.delivered.set(l.delivered as i64);
-        self.lost.set(l.lost as i64);
-        self.queued_bytes
-            .set((l.uplink_queued_bytes + l.downlink_queued_bytes) as i64);
-    }
-}
-
 /// Serves the edge node on `listeners` until `shutdown` completes, then finishes the requests
 /// in flight and returns.
 pub async fn run(
@@ -249,8 +158,8 @@ pub async fn run(
         http_tls,
     } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
-    let metrics = Metrics::register(&mut registry);
-    let gauges = RouterGauges::register(&mut registry);
+    let metrics = Metrics::register(&mut registry, model.model.metadata());
+    let triton = metrics.triton.clone();
     let link = Link::new(profile, config.link_seed).with_timer(config.link_timer);
     let upstream = if config.has_cloud() {
         Some(Upstream::new(
@@ -291,26 +200,20 @@ pub async fn run(
         let every = Duration::from_millis(config.probe_interval_ms);
         background.push(tokio::spawn(async move { node.probe_loop(every).await }));
     }
-    background.push(tokio::spawn({
-        let node = node.clone();
-        async move {
-            loop {
-                gauges.refresh(&node);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }));
     if let Some(listener) = listeners.metrics {
+        registry.register_collector(Box::new(router_metrics::RouterCollector {
+            node: node.clone(),
+        }));
         tokio::spawn(serve_metrics(
             listener,
-            Arc::new(registry),
+            Arc::new(Exposition { triton, registry }),
             shutdown.clone(),
         ));
     }
     let (routes, names) = node_routes(node.clone(), SERVER_NAME, config.max_message_bytes);
     let data_auth = BearerAuthLayer::new(tokens.data);
     let data = serve(
-        "data",
+        TraceContextLayer::new("edge"),
         listeners.grpc,
         routes,
         names,
@@ -357,7 +260,7 @@ pub async fn run(
             config.max_message_bytes,
         ));
         serve(
-            "admin",
+            TraceContextLayer::new("edge-admin"),
             listener,
             routes,
             names,

@@ -2,20 +2,29 @@
 //! SIGTERM or Ctrl-C.
 
 use edge_node::{EdgeConfig, prepare, run};
-use edgeinfer_serving::cli::{Addresses, init_tracing, parse_or_exit, serve_node};
+use edgeinfer_serving::cli::{Addresses, init_telemetry, parse_or_exit, serve_node};
 use edgeinfer_serving::shutdown;
 
 edgeinfer_serving::binary_main!(async {
     let config: EdgeConfig = parse_or_exit();
-    init_tracing(&config.log_format);
+    let endpoint = config.otlp_endpoint.as_deref();
+    let telemetry =
+        match init_telemetry(&config.log_format, endpoint, "edgeinfer-edge", "edge-node") {
+            Ok(t) => t,
+            Err(status) => return status,
+        };
     let addresses = Addresses {
         grpc: config.listen,
         admin: config.admin_listen,
         metrics: config.metrics_listen,
         http: config.http_listen,
     };
-    serve_node("edge-node", "EDGE", config, addresses, prepare, |p, l| {
+    let status = serve_node("edge-node", "EDGE", config, addresses, prepare, |p, l| {
         run(p, l, shutdown::signal())
     })
-    .await
+    .await;
+    if let Some(t) = telemetry {
+        t.shutdown().await;
+    }
+    status
 });

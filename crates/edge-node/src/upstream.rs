@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tracing::Instrument;
 
 use edgeinfer::v1::infer_request::Input;
 use edgeinfer::v1::inference_client::InferenceClient;
@@ -148,6 +149,8 @@ impl Upstream {
                 .metadata_mut()
                 .insert("authorization", token.clone());
         }
+        // The cloud's spans join the caller's trace (a no-op unless spans are exported).
+        edgeinfer_serving::telemetry::inject_trace_context(request.metadata_mut());
         request
     }
 
@@ -158,9 +161,13 @@ impl Upstream {
         message: InferRequest,
         timeout: Duration,
     ) -> Result<CloudAnswer, CallError> {
-        let request = self.request(message, timeout);
+        // The call's own span: the link's uplink and downlink spans and the cloud's server
+        // span are its children.
+        let span = tracing::info_span!("cloud_call", otel.kind = "client");
+        let request = span.in_scope(|| self.request(message, timeout));
         let mut client = self.inference.clone();
-        match tokio::time::timeout(timeout, client.infer(request)).await {
+        let call = tokio::time::timeout(timeout, client.infer(request)).instrument(span);
+        match call.await {
             Err(_) => Err(CallError::Timeout(timeout)),
             Ok(Err(status)) => Err(call_error(&status, timeout)),
             Ok(Ok(response)) => {

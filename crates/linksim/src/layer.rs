@@ -48,6 +48,8 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, oneshot};
 use tower::{BoxError, Layer, Service, ServiceExt};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::link::{Link, Lost};
 use crate::sim::Direction;
@@ -165,7 +167,23 @@ where
 {
     let (parts, body) = req.into_parts();
     let request = Crossing::start(link.clone(), Direction::Uplink, body);
-    let (up, body) = request.first_arrival().await?;
+    // Each direction's crossing is a span of its own, child of the caller's (the cloud call),
+    // from handing the first message to the link to its arrival. Calls made outside any span
+    // (the edge's health probes) get none: they would be traces of their own.
+    let traced = !tracing::Span::current().is_none();
+    let span = |dir: Direction| match (traced, dir) {
+        (false, _) => tracing::Span::none(),
+        (true, Direction::Uplink) => {
+            tracing::info_span!("uplink", bytes = Empty, one_way_us = Empty)
+        }
+        (true, Direction::Downlink) => {
+            tracing::info_span!("downlink", bytes = Empty, one_way_us = Empty)
+        }
+    };
+    let uplink = span(Direction::Uplink);
+    let (up, body) = request.first_arrival().instrument(uplink.clone()).await?;
+    record(&uplink, up);
+    drop(uplink);
 
     let req = http::Request::from_parts(parts, tonic::body::Body::new(body));
     let res = inner
@@ -177,8 +195,14 @@ where
         .map_err(Into::into)?;
 
     let (mut parts, body) = res.into_parts();
-    let response = Crossing::start(link, Direction::Downlink, body);
-    let (down, body) = response.first_arrival().await?;
+    let downlink = span(Direction::Downlink);
+    let response = downlink.in_scope(|| Crossing::start(link, Direction::Downlink, body));
+    let (down, body) = response
+        .first_arrival()
+        .instrument(downlink.clone())
+        .await?;
+    record(&downlink, down);
+    drop(downlink);
     parts.extensions.insert(Transit {
         uplink: up.one_way,
         downlink: down.one_way,
@@ -189,6 +213,15 @@ where
         parts,
         tonic::body::Body::new(body),
     ))
+}
+
+/// Writes how a crossing went into its span.
+fn record(span: &tracing::Span, arrived: Arrived) {
+    span.record("bytes", arrived.bytes);
+    span.record(
+        "one_way_us",
+        u64::try_from(arrived.one_way.as_micros()).unwrap_or(u64::MAX),
+    );
 }
 
 /// The `grpc-timeout` header as a duration (gRPC over HTTP/2: at most 8 digits and a unit).

@@ -289,3 +289,93 @@ async fn stream_frames_keep_their_order() {
     assert!(!ids.is_empty());
     assert_eq!(ids, (0..ids.len() as u32).collect::<Vec<_>>());
 }
+
+/// Records every closed span: its name, its parent's name and its `one_way_us`.
+#[derive(Clone, Default)]
+struct SpanLog(Arc<std::sync::Mutex<Vec<Closed>>>);
+
+/// A closed span: its name, its parent's name, its `one_way_us`.
+type Closed = (String, Option<String>, Option<u64>);
+
+#[derive(Default)]
+struct OneWay(Option<u64>);
+
+impl tracing::field::Visit for OneWay {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == "one_way_us" {
+            self.0 = Some(value);
+        }
+    }
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+impl<S> tracing_subscriber::Layer<S> for SpanLog
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut one_way = OneWay::default();
+        values.record(&mut one_way);
+        if let (Some(v), Some(span)) = (one_way.0, ctx.span(id)) {
+            span.extensions_mut().insert(OneWay(Some(v)));
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let span = ctx.span(&id).expect("a closed span exists");
+        let one_way = span.extensions().get::<OneWay>().and_then(|o| o.0);
+        let parent = span.parent().map(|p| p.name().to_string());
+        self.0
+            .lock()
+            .unwrap()
+            .push((span.name().to_string(), parent, one_way));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_crossing_is_a_span_under_the_callers_and_calls_outside_spans_get_none() {
+    use tracing::Instrument;
+    use tracing_subscriber::layer::SubscriberExt;
+    let log = SpanLog::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(log.clone()));
+    let (mut client, _) = connect(Link::new(fixed(12.0, 30.0), 1)).await;
+
+    client.infer(request("untraced", 10)).await.unwrap();
+    let crossings = |log: &SpanLog| {
+        log.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, _, _)| n == "uplink" || n == "downlink")
+            .count()
+    };
+    assert_eq!(crossings(&log), 0, "a call outside any span got link spans");
+
+    client
+        .infer(request("traced", 10))
+        .instrument(tracing::info_span!("call"))
+        .await
+        .unwrap();
+    assert_eq!(crossings(&log), 2);
+    let spans = log.0.lock().unwrap().clone();
+    let find = |name: &str| {
+        spans
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no {name} span in {spans:?}"))
+            .clone()
+    };
+    assert_eq!(
+        find("uplink"),
+        ("uplink".into(), Some("call".into()), Some(12_000))
+    );
+    assert_eq!(
+        find("downlink"),
+        ("downlink".into(), Some("call".into()), Some(30_000))
+    );
+}

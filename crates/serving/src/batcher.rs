@@ -310,6 +310,7 @@ impl Worker {
         let compute = started.elapsed();
         self.metrics.batch_size.observe(n as f64);
         self.metrics.compute_seconds.observe(compute.as_secs_f64());
+        self.metrics.triton.executed(n, compute);
         let nanos = compute.as_nanos() as u64;
         ewma(&self.estimates.batch_ns, nanos);
         ewma(&self.estimates.item_ns, nanos / n as u64);
@@ -338,6 +339,7 @@ impl Worker {
         for (job, row) in batch.drain(..).zip(rows) {
             let queue = started.saturating_duration_since(job.enqueued);
             self.metrics.queue_seconds.observe(queue.as_secs_f64());
+            self.metrics.triton.queued(queue);
             let answer = row.map(|probabilities| Scored {
                 probabilities,
                 queue,
@@ -415,7 +417,7 @@ mod tests {
     }
 
     fn batcher(model: Arc<Recorder>, max_batch: usize, max_queue: usize) -> Batcher {
-        let metrics = Metrics::unregistered();
+        let metrics = Metrics::unregistered(model.metadata());
         Batcher::new(
             model,
             BatcherConfig {

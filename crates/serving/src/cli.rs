@@ -108,18 +108,25 @@ pub fn parse_or_exit<T: Parser>() -> T {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON lines.
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON lines; no span
+/// export. Does nothing when a subscriber is already installed.
 pub fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    // Without an endpoint the only possible failure is an installed subscriber.
+    let _ = crate::telemetry::init(format, None, "edgeinfer");
+}
+
+/// Installs logging and, with `otlp_endpoint`, span export ([`crate::telemetry::init`]) for
+/// the binary `binary`; on failure prints why and returns the exit status of bad settings.
+pub fn init_telemetry(
+    format: &str,
+    otlp_endpoint: Option<&str>,
+    service_name: &'static str,
+    binary: &str,
+) -> Result<Option<crate::telemetry::Telemetry>, std::process::ExitCode> {
+    crate::telemetry::init(format, otlp_endpoint, service_name).map_err(|e| {
+        eprintln!("{binary}: {e:#}");
+        std::process::ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 /// The addresses a node listens on.

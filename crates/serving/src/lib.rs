@@ -23,6 +23,7 @@
 //! - [`server`]: one listener with the node's services, health and reflection.
 //! - [`cli`]: what the server binaries share: exit 64 on bad settings, logging, binding.
 //! - [`shutdown`]: the process's shutdown signal (SIGTERM or Ctrl-C).
+//! - [`telemetry`]: logging, OTLP span export, W3C trace context in and out.
 //!
 //! Invariant: nothing here knows about MNIST or about routing decisions; it sees models
 //! through `edgeinfer_model::Classifier` and their metadata.
@@ -47,4 +48,5 @@ pub mod oip_models;
 pub mod repository;
 pub mod server;
 pub mod shutdown;
+pub mod telemetry;
 pub mod tls;

@@ -1,14 +1,17 @@
 //! Prometheus metrics shared by both nodes, and the small HTTP server that exposes them at
-//! `/metrics` in the text exposition format (OpenMetrics flavour, which Prometheus reads).
+//! `/metrics` in the Prometheus text format (version 0.0.4, which every scraper reads).
 //!
-//! Names follow Triton's where there is an equivalent, so dashboards carry over: requests by
-//! outcome, request duration, queue wait and compute time, plus batch sizes and queue depth.
-//! The edge registers its router's metrics (link estimates, circuit state) into the same
-//! registry before serving it.
+//! Two sets side by side. Triton's per-model figures under Triton's names and labels
+//! (`nv_inference_request_success{model,version}` and the rest, [`triton`]), so dashboards
+//! built for Triton carry over; and edgeinfer's own (`edgeinfer_*`): requests by who answered
+//! and why, latency histograms, batch sizes, queue depth. The edge registers its router's
+//! metrics (link estimates and counters, the circuit's state set) into the same registry
+//! before serving it.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
@@ -25,7 +28,13 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use edgeinfer_model::ModelMetadata;
+
 use crate::answer::{Reason, Tier};
+
+pub mod triton;
+
+pub use triton::TritonMetrics;
 
 /// Labels of an answered request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,6 +79,8 @@ pub struct BatcherMetrics {
     pub rejected: Counter,
     /// Requests dropped before compute because their caller had gone.
     pub cancelled: Counter,
+    /// Triton's figures of the model (executions, inferences, queue and compute time).
+    pub triton: TritonMetrics,
 }
 
 /// Metrics every node records.
@@ -83,17 +94,25 @@ pub struct Metrics {
     pub request_seconds: Family<TierLabels, Histogram>,
     /// The batcher's metrics.
     pub batcher: BatcherMetrics,
+    /// Triton's figures of the node's model (shared with `batcher.triton`).
+    pub triton: TritonMetrics,
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them in `registry` (names get the registry's prefix).
-    pub fn register(registry: &mut Registry) -> Self {
+    /// Creates the metrics of a node running `model` and registers edgeinfer's own in
+    /// `registry` (names get the registry's prefix); Triton's are in [`Metrics::triton`],
+    /// rendered by [`Exposition`].
+    pub fn register(registry: &mut Registry, model: &ModelMetadata) -> Self {
+        let queue_depth = Gauge::default();
+        let triton = TritonMetrics::new(&model.name, &model.version, queue_depth.clone());
         let m = Self {
             requests: Family::default(),
             failures: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
+            triton: triton.clone(),
             batcher: BatcherMetrics {
-                queue_depth: Gauge::default(),
+                triton,
+                queue_depth,
                 batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
                 queue_seconds: latency_histogram(),
                 compute_seconds: latency_histogram(),
@@ -150,8 +169,8 @@ impl Metrics {
     }
 
     /// A fresh set registered nowhere, for tests and tools.
-    pub fn unregistered() -> Self {
-        Self::register(&mut Registry::default())
+    pub fn unregistered(model: &ModelMetadata) -> Self {
+        Self::register(&mut Registry::default(), model)
     }
 
     /// Counts one answered request.
@@ -167,6 +186,8 @@ impl Metrics {
         self.request_seconds
             .get_or_create(&TierLabels { served_by })
             .observe(seconds);
+        self.triton
+            .succeeded(Duration::try_from_secs_f64(seconds).unwrap_or_default());
     }
 
     /// Counts one refused request.
@@ -176,21 +197,74 @@ impl Metrics {
                 code: edgeinfer::code_name(code),
             })
             .inc();
+        self.triton.failed();
     }
 }
 
-/// Renders the registry in the text exposition format.
+/// What a node's `/metrics` shows: Triton's families, then its registry.
+#[derive(Debug)]
+pub struct Exposition {
+    /// Triton's figures of the node's model.
+    pub triton: TritonMetrics,
+    /// edgeinfer's own metrics, and the edge's router metrics.
+    pub registry: Registry,
+}
+
+impl Exposition {
+    /// Renders everything in the Prometheus text format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.triton.render(&mut out);
+        out.push_str(&render(&self.registry));
+        out
+    }
+}
+
+/// Renders a registry in the Prometheus text format (version 0.0.4).
+///
+/// `prometheus-client` encodes OpenMetrics only; Triton's counters cannot follow OpenMetrics'
+/// `_total` rule, and one scrape has one format, so the registry's text is turned into the
+/// classic format: no `# UNIT` and `# EOF` lines, and a counter's HELP and TYPE name its
+/// `_total` samples, as the Go and Python clients write them.
 pub fn render(registry: &Registry) -> String {
-    let mut out = String::new();
+    let mut openmetrics = String::new();
     // Writing into a String cannot fail.
-    let _ = encode(&mut out, registry);
+    let _ = encode(&mut openmetrics, registry);
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest);
+            continue;
+        }
+        if let Some((name, kind)) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|r| r.rsplit_once(' '))
+        {
+            let (suffix, kind) = match kind {
+                "counter" => ("_total", "counter"),
+                "gauge" | "histogram" | "summary" => ("", kind),
+                _ => ("", "untyped"),
+            };
+            if let Some(text) = help.take().and_then(|h| h.strip_prefix(name)) {
+                out.push_str(&format!("# HELP {name}{suffix}{text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name}{suffix} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
     out
 }
 
 /// Serves `GET /metrics` from `listener` until `shutdown` completes.
 pub async fn serve_metrics(
     listener: TcpListener,
-    registry: Arc<Registry>,
+    registry: Arc<Exposition>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -221,12 +295,12 @@ pub async fn serve_metrics(
     }
 }
 
-fn respond(path: &str, registry: &Registry) -> Response<Full<Bytes>> {
+fn respond(path: &str, exposition: &Exposition) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match path {
         "/metrics" => (
             StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(registry),
+            "text/plain; version=0.0.4; charset=utf-8",
+            exposition.render(),
         ),
         _ => (
             StatusCode::NOT_FOUND,
@@ -245,19 +319,90 @@ fn respond(path: &str, registry: &Registry) -> Response<Full<Bytes>> {
 mod tests {
     use super::*;
 
+    fn model() -> ModelMetadata {
+        ModelMetadata {
+            name: "edge-mlp".into(),
+            version: "3".into(),
+            task: "mnist".into(),
+            architecture: "mlp".into(),
+            input_shape: vec![4],
+            labels: vec!["a".into(), "b".into()],
+            temperature: 1.0,
+            test_accuracy: 0.0,
+            quantization: "int8".into(),
+        }
+    }
+
     #[test]
-    fn answered_requests_appear_in_the_exposition() {
+    fn answered_requests_appear_in_the_exposition_under_both_names() {
         let mut registry = Registry::with_prefix("edgeinfer");
-        let m = Metrics::register(&mut registry);
+        let m = Metrics::register(&mut registry, &model());
         m.answered(Tier::Edge, Reason::Confident, 0.001);
+        m.answered(Tier::Cloud, Reason::LowConfidence, 0.002);
         m.failed(tonic::Code::InvalidArgument);
-        let text = render(&registry);
+        let text = Exposition {
+            triton: m.triton.clone(),
+            registry,
+        }
+        .render();
+        for line in [
+            "nv_inference_request_success{model=\"edge-mlp\",version=\"3\"} 2",
+            "nv_inference_request_failure{model=\"edge-mlp\",version=\"3\"} 1",
+            "nv_inference_request_duration_us{model=\"edge-mlp\",version=\"3\"} 3000",
+            "edgeinfer_requests_total{served_by=\"EDGE\",reason=\"CONFIDENT\"} 1",
+            "edgeinfer_request_failures_total{code=\"INVALID_ARGUMENT\"} 1",
+            "edgeinfer_request_duration_seconds_count{served_by=\"EDGE\"} 1",
+            "# TYPE edgeinfer_requests_total counter",
+            "# TYPE edgeinfer_request_duration_seconds histogram",
+            "# TYPE edgeinfer_queue_depth gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from\n{text}"
+            );
+        }
         assert!(
-            text.contains("edgeinfer_requests_total{served_by=\"EDGE\",reason=\"CONFIDENT\"} 1"),
+            text.lines()
+                .any(|l| l.starts_with("# HELP edgeinfer_requests_total Answered")),
             "{text}"
         );
-        assert!(text.contains("edgeinfer_request_failures_total{code=\"INVALID_ARGUMENT\"} 1"));
-        assert!(text.contains("edgeinfer_request_duration_seconds_count{served_by=\"EDGE\"} 1"));
-        assert!(text.ends_with("# EOF\n"));
+        // The classic format: no OpenMetrics-only lines.
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_family_has_one_help_and_one_type_line_naming_its_samples() {
+        let mut registry = Registry::with_prefix("edgeinfer");
+        let m = Metrics::register(&mut registry, &model());
+        m.answered(Tier::Edge, Reason::Confident, 0.001);
+        let text = Exposition {
+            triton: m.triton.clone(),
+            registry,
+        }
+        .render();
+        let mut typed = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed.push(rest.split(' ').next().unwrap().to_string());
+            } else if !line.starts_with('#') {
+                let sample = line.split(['{', ' ']).next().unwrap();
+                let family = typed.last().expect("a sample before any TYPE line");
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| sample.strip_suffix(s))
+                    .filter(|b| b == family)
+                    .unwrap_or(sample);
+                assert_eq!(base, family, "sample {line:?} under TYPE {family}");
+            }
+        }
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(helps, typed.len(), "{text}");
+        let mut unique = typed.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), typed.len(), "a family twice in\n{text}");
     }
 }

@@ -399,8 +399,7 @@ mod tests {
     }
 
     fn slot(model: Constant) -> ModelSlot {
-        let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = Metrics::register(&mut registry);
+        let metrics = Metrics::unregistered(model.metadata());
         let config = BatcherConfig {
             workers: 1,
             ..BatcherConfig::default()

@@ -18,6 +18,7 @@ use crate::auth::BearerAuthLayer;
 use crate::native::NativeService;
 use crate::node::Node;
 use crate::oip::OipService;
+use crate::telemetry::TraceContextLayer;
 
 /// Largest gRPC message accepted or sent by default. Open Inference Protocol batches are the
 /// big ones (1,024 rows of 784 floats is about 3.2 MB); image fields have their own,
@@ -62,9 +63,10 @@ pub fn node_routes<N: Node>(
 /// Serves `routes` plus health and reflection on `listener`, over TLS when `tls` is set, until
 /// `shutdown` completes; `auth` guards every service but health and reflection. On shutdown it
 /// reports NOT_SERVING, stops accepting, and returns once in-flight requests are answered.
-/// `plane` names the listener in logs ("data", "admin").
+/// `trace` makes each request's span and names the listener in logs ("edge", "edge-admin",
+/// "cloud").
 pub async fn serve(
-    plane: &str,
+    trace: TraceContextLayer,
     listener: TcpListener,
     mut routes: RoutesBuilder,
     service_names: Vec<&'static str>,
@@ -109,10 +111,16 @@ pub async fn serve(
     let mut server = Server::builder();
     match tls {
         Some(tls) => server = server.tls_config(tls)?,
-        None => tracing::warn!(plane, "serving gRPC in plaintext: no TLS certificate set"),
+        None => tracing::warn!(
+            listener = trace.node(),
+            "serving gRPC in plaintext: no TLS certificate set"
+        ),
     }
     server
-        // Authentication first: nothing runs for a request that presents no valid token.
+        // The request's span first, child of the caller's `traceparent`: a refused request
+        // is part of the caller's trace too.
+        .layer(trace)
+        // Authentication next: nothing runs for a request that presents no valid token.
         .layer(auth)
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, async move {

@@ -31,19 +31,20 @@ struct FakeNode {
 
 impl FakeNode {
     fn new() -> Self {
+        let models: Arc<[ModelMetadata]> = Arc::from([ModelMetadata {
+            name: "fake-mlp".into(),
+            version: "3".into(),
+            task: "mnist".into(),
+            architecture: "mlp".into(),
+            input_shape: vec![4],
+            labels: vec!["a".into(), "b".into()],
+            temperature: 1.0,
+            test_accuracy: 0.9,
+            quantization: "f32".into(),
+        }]);
         Self {
-            models: Arc::from([ModelMetadata {
-                name: "fake-mlp".into(),
-                version: "3".into(),
-                task: "mnist".into(),
-                architecture: "mlp".into(),
-                input_shape: vec![4],
-                labels: vec!["a".into(), "b".into()],
-                temperature: 1.0,
-                test_accuracy: 0.9,
-                quantization: "f32".into(),
-            }]),
-            metrics: Metrics::unregistered(),
+            metrics: Metrics::unregistered(&models[0]),
+            models,
             seen: Mutex::new(Vec::new()),
         }
     }
