@@ -18,7 +18,8 @@ static ALLOC: BoundedAlloc = BoundedAlloc;
 fn traces() -> &'static TraceSource {
     static DIR: OnceLock<TraceSource> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("edgeinfer-fuzz-traces-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("edgeinfer-fuzz-traces-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temporary directory");
         std::fs::write(dir.join("ok.trace"), "1\n2\n2\n5\n").expect("trace file");
         TraceSource::dir(dir).expect("trace directory")

@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
     for t in [0u64, 1, 999, 1_000_000, u64::MAX / 4] {
         let at = Duration::from_nanos(t);
         let n = trace.first_at_or_after(at);
-        assert!(trace.opportunity_time(n) >= at, "opportunity {n} before {at:?}");
+        assert!(
+            trace.opportunity_time(n) >= at,
+            "opportunity {n} before {at:?}"
+        );
     }
     for n in [0u64, 1, trace.len() as u64, u64::MAX] {
         let _ = trace.opportunity_time(n);
