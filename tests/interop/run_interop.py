@@ -758,7 +758,7 @@ def _(ctx):
     from otlp_receiver import Receiver
 
     with Receiver() as receiver:
-        proc, edge, _ = start_up("--otlp-endpoint", f"http://127.0.0.1:{receiver.port}")
+        proc, edge, _, _ = start_up("--otlp-endpoint", f"http://127.0.0.1:{receiver.port}")
         try:
             trace_id, client_span = os.urandom(16), os.urandom(8)
             traceparent = f"00-{trace_id.hex()}-{client_span.hex()}-01"
