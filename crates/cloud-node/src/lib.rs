@@ -32,7 +32,7 @@ use edgeinfer_serving::model_admin::{
 };
 use edgeinfer_serving::models::ModelSlot;
 use edgeinfer_serving::node::{Call, Node, argmax};
-use edgeinfer_serving::oip_http::{HttpSettings, serve_http};
+use edgeinfer_serving::oip_http::{HttpSettings, serve_optional_http};
 use edgeinfer_serving::repository::StartingModel;
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use edgeinfer_serving::telemetry::TraceContextLayer;
@@ -201,20 +201,18 @@ pub async fn run(
     }
     let auth = BearerAuthLayer::new(auth_token);
     let http_auth = auth.clone();
-    let (http_node, http_shutdown) = (node.clone(), shutdown.clone());
-    let http = async {
-        let Some(listener) = listeners.http else {
-            return Ok(());
-        };
-        let settings = HttpSettings {
+    let http = serve_optional_http(
+        listeners.http,
+        node.clone(),
+        SERVER_NAME,
+        HttpSettings {
             max_body_bytes: config.max_message_bytes,
             auth: http_auth,
             tls: http_tls,
-        };
-        serve_http(listener, http_node, SERVER_NAME, settings, http_shutdown)
-            .await
-            .context("OIP HTTP server failed")
-    };
+        },
+        shutdown.clone(),
+    )
+    .map(|r| r.context("OIP HTTP server failed"));
     let data = serve(
         TraceContextLayer::new("cloud"),
         listeners.grpc,

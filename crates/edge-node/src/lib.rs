@@ -49,7 +49,7 @@ use edgeinfer_linksim::{Link, LinkProfile, TraceSource};
 use edgeinfer_serving::auth::BearerAuthLayer;
 use edgeinfer_serving::metrics::{Exposition, Metrics, serve_metrics};
 use edgeinfer_serving::model_admin::{add_model_control, reload_on_signal_and_change};
-use edgeinfer_serving::oip_http::{HttpSettings, serve_http};
+use edgeinfer_serving::oip_http::{HttpSettings, serve_optional_http};
 use edgeinfer_serving::repository::StartingModel;
 use edgeinfer_serving::server::{Listeners, node_routes, serve};
 use edgeinfer_serving::telemetry::TraceContextLayer;
@@ -222,20 +222,18 @@ pub async fn run(
         shutdown.clone(),
     );
     // OIP over HTTP: the same node (so through the router), token and TLS files as gRPC.
-    let (http_node, http_shutdown) = (node.clone(), shutdown.clone());
-    let http = async {
-        let Some(listener) = listeners.http else {
-            return Ok(());
-        };
-        let settings = HttpSettings {
+    let http = serve_optional_http(
+        listeners.http,
+        node.clone(),
+        SERVER_NAME,
+        HttpSettings {
             max_body_bytes: config.max_message_bytes,
             auth: data_auth,
             tls: http_tls,
-        };
-        serve_http(listener, http_node, SERVER_NAME, settings, http_shutdown)
-            .await
-            .context("OIP HTTP server failed")
-    };
+        },
+        shutdown.clone(),
+    )
+    .map(|r| r.context("OIP HTTP server failed"));
     // The admin plane: control calls on their own listener, with their own token, the same
     // TLS as the data plane. The data port does not serve them at all (UNIMPLEMENTED there).
     let admin = async {

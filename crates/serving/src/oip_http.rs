@@ -334,6 +334,21 @@ fn empty(status: StatusCode) -> Response<Body> {
         .expect("no headers")
 }
 
+/// [`serve_http`] on `listener` when the node has one (`--http-listen` set), else nothing: what
+/// both nodes' `run` call, so that an unset listener needs no branch there.
+pub async fn serve_optional_http<N: Node>(
+    listener: Option<TcpListener>,
+    node: Arc<N>,
+    server_name: &str,
+    settings: HttpSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    match listener {
+        Some(listener) => serve_http(listener, node, server_name, settings, shutdown).await,
+        None => Ok(()),
+    }
+}
+
 /// Serves the OIP HTTP binding of `node` on `listener` until `shutdown` completes, then stops
 /// accepting and returns once the requests in flight are answered.
 pub async fn serve_http<N: Node>(
