@@ -183,21 +183,21 @@ impl Running {
 /// Loads both models, binds, and starts serving.
 pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
     let tls = options.tls.as_ref();
-    let cloud_config = CloudConfig {
+    let mut cloud_config = CloudConfig {
         listen: options.cloud_listen,
         metrics_listen: options.cloud_metrics_listen,
-        tls_cert: tls.map(|t| t.cert.clone()),
-        tls_key: tls.map(|t| t.key.clone()),
-        tls_client_ca: tls.map(|t| t.ca.clone()),
-        auth_token: options.cloud_auth_token.clone().unwrap_or_default(),
         http_listen: options.cloud_http_listen,
         admin_listen: options.cloud_admin_listen,
-        admin_token: options.admin_token.clone().unwrap_or_default(),
         ..CloudConfig::for_model(&options.cloud_model)
     };
-    let mut cloud_config = cloud_config;
+    let flags = &mut cloud_config.node;
+    flags.tls_cert = tls.map(|t| t.cert.clone());
+    flags.tls_key = tls.map(|t| t.key.clone());
+    flags.tls_client_ca = tls.map(|t| t.ca.clone());
+    flags.auth_token = options.cloud_auth_token.clone().unwrap_or_default();
+    flags.admin_token = options.admin_token.clone().unwrap_or_default();
     if let Some(ms) = options.model_watch_ms {
-        cloud_config.model_watch_ms = ms;
+        cloud_config.node.model_watch_ms = ms;
     }
     let cloud_prepared = cloud_node::prepare(cloud_config)?;
     let cloud_listeners = bind_listeners(
@@ -218,15 +218,15 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut edge_config = EdgeConfig::for_model(&options.edge_model, format!("{scheme}://{cloud}"));
     if let Some(t) = tls {
-        edge_config.tls_cert = Some(t.cert.clone());
-        edge_config.tls_key = Some(t.key.clone());
+        edge_config.node.tls_cert = Some(t.cert.clone());
+        edge_config.node.tls_key = Some(t.key.clone());
         edge_config.cloud_ca = Some(t.ca.clone());
         edge_config.cloud_tls_cert = Some(t.cert.clone());
         edge_config.cloud_tls_key = Some(t.key.clone());
     }
     edge_config.listen = options.edge_listen;
     edge_config.admin_listen = Some(options.edge_admin_listen);
-    edge_config.admin_token = options.admin_token.clone().unwrap_or_default();
+    edge_config.node.admin_token = options.admin_token.clone().unwrap_or_default();
     edge_config.cloud_token = options
         .edge_cloud_token
         .clone()
@@ -244,9 +244,9 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         edge_config.budget_ms = b;
     }
     if let Some(ms) = options.model_watch_ms {
-        edge_config.model_watch_ms = ms;
+        edge_config.node.model_watch_ms = ms;
     }
-    edge_config.model_repository = options.edge_model_repository.clone();
+    edge_config.node.model_repository = options.edge_model_repository.clone();
     let prepared = prepare(edge_config)?;
     let edge_listeners = bind_listeners(
         Addresses {

@@ -19,13 +19,14 @@ pub mod config;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use edgeinfer_model::ModelMetadata;
 use edgeinfer_serving::answer::{Answer, Reason, Tier, Timing};
-use edgeinfer_serving::auth::{BearerAuthLayer, token_setting};
+use edgeinfer_serving::auth::BearerAuthLayer;
 use edgeinfer_serving::error::ServeError;
+use edgeinfer_serving::input::InputLimits;
+use edgeinfer_serving::limits::Gate;
 use edgeinfer_serving::metrics::{Exposition, Metrics, serve_metrics};
 use edgeinfer_serving::model_admin::{
     HasModelSlot, add_model_control, reload_on_signal_and_change,
@@ -34,7 +35,7 @@ use edgeinfer_serving::models::ModelSlot;
 use edgeinfer_serving::node::{Call, Node, argmax};
 use edgeinfer_serving::oip_http::{HttpSettings, serve_optional_http};
 use edgeinfer_serving::repository::StartingModel;
-use edgeinfer_serving::server::{Listeners, node_routes, serve};
+use edgeinfer_serving::server::{GrpcSettings, Listeners, node_routes, serve};
 use edgeinfer_serving::telemetry::TraceContextLayer;
 use edgeinfer_serving::tls::HttpTlsConfig;
 use futures::FutureExt;
@@ -49,6 +50,7 @@ pub struct CloudNode {
     /// The model in service; each answer names the version that produced it.
     model: ModelSlot,
     metrics: Metrics,
+    limits: InputLimits,
 }
 
 impl CloudNode {
@@ -56,8 +58,9 @@ impl CloudNode {
     pub fn new(model: StartingModel, config: &CloudConfig, registry: &mut Registry) -> Self {
         let metrics = Metrics::register(registry, model.model.metadata());
         Self {
-            model: model.into_slot(config.batcher(), metrics.batcher.clone()),
+            model: model.into_slot(config.node.batcher(), metrics.batcher.clone()),
             metrics,
+            limits: config.node.input_limits(),
         }
     }
 
@@ -76,7 +79,8 @@ impl Node for CloudNode {
     async fn infer(&self, call: Call) -> Result<Answer, ServeError> {
         // Held until the answer: the request finishes on the model it started with.
         let served = self.model.current();
-        let scored = served.classify(call.input.values).await?;
+        let ends = call.ends();
+        let scored = served.classify(call.input.values, ends).await?;
         let (index, confidence) = argmax(&scored.probabilities);
         let total = call.received.elapsed();
         Ok(Answer {
@@ -101,6 +105,10 @@ impl Node for CloudNode {
 
     fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    fn limits(&self) -> InputLimits {
+        self.limits
     }
 
     fn served(&self) -> Option<Arc<edgeinfer_serving::models::Served>> {
@@ -134,21 +142,13 @@ pub struct Prepared {
 /// Loads the model and the TLS files named in `config`, naming the setting at fault in the
 /// error.
 pub fn prepare(config: CloudConfig) -> anyhow::Result<Prepared> {
-    let tls = config.server_tls()?;
-    let http_tls = config.http_tls()?;
-    let auth_token = token_setting(
-        &config.auth_token,
-        config.auth_token_file.as_deref(),
-        "--auth-token",
-    )?;
-    let admin_token = token_setting(
-        &config.admin_token,
-        config.admin_token_file.as_deref(),
-        "--admin-token",
-    )?;
+    let tls = config.node.server_tls("CLOUD")?;
+    let http_tls = config.node.http_tls("CLOUD")?;
+    let auth_token = config.node.data_token()?;
+    let admin_token = config.node.admin_token()?;
     let model = StartingModel::load(
         &config.model,
-        config.model_repository.as_deref(),
+        config.node.model_repository.as_deref(),
         &config.repository_model,
         "CLOUD",
     )?;
@@ -182,7 +182,7 @@ pub async fn run(
     let shutdown = shutdown.shared();
     let reloads = tokio::spawn(reload_on_signal_and_change(
         node.clone(),
-        (config.model_watch_ms > 0).then(|| Duration::from_millis(config.model_watch_ms)),
+        config.node.model_watch(),
     ));
     if let Some(listener) = listeners.metrics {
         let exposition = Exposition {
@@ -195,7 +195,9 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let (routes, names) = node_routes(node.clone(), SERVER_NAME, config.max_message_bytes);
+    let limits = config.node.server_limits();
+    let gate = Gate::new(limits.max_concurrent_requests);
+    let (routes, names) = node_routes(node.clone(), SERVER_NAME, &limits, &gate);
     if auth_token.is_none() {
         tracing::warn!("no auth token set: inference calls are accepted without credentials");
     }
@@ -206,7 +208,8 @@ pub async fn run(
         node.clone(),
         SERVER_NAME,
         HttpSettings {
-            max_body_bytes: config.max_message_bytes,
+            limits,
+            gate,
             auth: http_auth,
             tls: http_tls,
         },
@@ -218,8 +221,11 @@ pub async fn run(
         listeners.grpc,
         routes,
         names,
-        auth,
-        tls.clone(),
+        GrpcSettings {
+            auth,
+            tls: tls.clone(),
+            limits,
+        },
         shutdown.clone(),
     );
     // The admin plane: model control on its own listener with its own token; the data port
@@ -235,14 +241,17 @@ pub async fn run(
             );
         }
         let mut routes = RoutesBuilder::default();
-        let names = add_model_control(&mut routes, node, config.max_message_bytes);
+        let names = add_model_control(&mut routes, node, limits.max_message_bytes);
         serve(
             TraceContextLayer::new("cloud-admin"),
             listener,
             routes,
             names.to_vec(),
-            BearerAuthLayer::new(admin_token),
-            tls,
+            GrpcSettings {
+                auth: BearerAuthLayer::new(admin_token),
+                tls,
+                limits,
+            },
             shutdown,
         )
         .await

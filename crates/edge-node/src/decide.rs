@@ -47,9 +47,10 @@ pub struct Request {
     pub min_confidence: Option<f32>,
     /// When the request arrived.
     pub received: Instant,
-    /// Bytes of the message a cloud call would send.
+    /// Bytes a cloud call would wait behind and send: what already waits on the link's uplink,
+    /// plus its own message.
     pub up_bytes: usize,
-    /// Bytes of the cloud's expected answer.
+    /// The same on the way back: the downlink's backlog plus the cloud's expected answer.
     pub down_bytes: usize,
 }
 
@@ -71,7 +72,7 @@ pub enum Plan {
     },
     /// Run the edge model, then decide again with [`after_edge`].
     EdgeThenDecide,
-    /// Refuse now: the edge cannot take it and the cloud cannot answer in time.
+    /// Refuse now: neither the edge model nor the cloud is expected to answer in time.
     Refuse,
 }
 
@@ -128,12 +129,17 @@ pub fn decide(snapshot: &Snapshot, request: &Request, deadline: Instant, now: In
             },
         },
         Placement::Auto => {
-            if snapshot.edge_completion > time && cloud_blocked(snapshot, request, time).is_none() {
+            if snapshot.edge_completion <= time {
+                Plan::EdgeThenDecide
+            } else if cloud_blocked(snapshot, request, time).is_none() {
                 Plan::Cloud {
                     timeout: time,
                     reason: Reason::EdgeOverloaded,
                     edge_first: false,
                 }
+            } else if now + snapshot.edge_completion > deadline {
+                // Neither can answer in time: refused now rather than answered late.
+                Plan::Refuse
             } else {
                 Plan::EdgeThenDecide
             }
@@ -242,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn a_late_edge_goes_to_the_cloud_only_when_the_cloud_fits() {
+    fn a_late_edge_goes_to_the_cloud_when_it_fits_else_is_refused() {
         let now = Instant::now();
         let mut s = snapshot();
         let r = request(now);
@@ -257,12 +263,16 @@ mod tests {
                 edge_first: false
             }
         );
+        // Neither in time: refused now, not answered late.
         s.path = Some(estimates::Snapshot {
             rtt_p50: Some(0.200),
             ..Default::default()
         });
-        assert_eq!(decide(&s, &r, d, now), Plan::EdgeThenDecide);
+        assert_eq!(decide(&s, &r, d, now), Plan::Refuse);
         s.path = None;
+        assert_eq!(decide(&s, &r, d, now), Plan::Refuse);
+        // An edge late for a cloud call's timeout but within the budget answers itself.
+        s.edge_completion = ms(98);
         assert_eq!(decide(&s, &r, d, now), Plan::EdgeThenDecide);
     }
 

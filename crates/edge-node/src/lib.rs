@@ -47,11 +47,12 @@ use edgeinfer::service_names;
 use edgeinfer::v1::edge_admin_server::EdgeAdminServer;
 use edgeinfer_linksim::{Link, LinkProfile, TraceSource};
 use edgeinfer_serving::auth::BearerAuthLayer;
+use edgeinfer_serving::limits::Gate;
 use edgeinfer_serving::metrics::{Exposition, Metrics, serve_metrics};
 use edgeinfer_serving::model_admin::{add_model_control, reload_on_signal_and_change};
 use edgeinfer_serving::oip_http::{HttpSettings, serve_optional_http};
 use edgeinfer_serving::repository::StartingModel;
-use edgeinfer_serving::server::{Listeners, node_routes, serve};
+use edgeinfer_serving::server::{GrpcSettings, Listeners, node_routes, serve};
 use edgeinfer_serving::telemetry::TraceContextLayer;
 use edgeinfer_serving::tls::HttpTlsConfig;
 use futures::FutureExt;
@@ -92,7 +93,7 @@ pub struct Prepared {
 pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
     let model = StartingModel::load(
         &config.model,
-        config.model_repository.as_deref(),
+        config.node.model_repository.as_deref(),
         &config.repository_model,
         "EDGE",
     )?;
@@ -102,8 +103,8 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
             config.link_profile
         )
     })?;
-    let server_tls = config.server_tls()?;
-    let http_tls = config.http_tls()?;
+    let server_tls = config.node.server_tls("EDGE")?;
+    let http_tls = config.node.http_tls("EDGE")?;
     let tokens = config.tokens()?;
     let traces = match &config.link_trace_dir {
         None => TraceSource::None,
@@ -173,7 +174,7 @@ pub async fn run(
         tracing::warn!("no cloud configured: the edge answers everything itself");
         None
     };
-    let slot = model.into_slot(config.batcher(), metrics.batcher.clone());
+    let slot = model.into_slot(config.node.batcher(), metrics.batcher.clone());
     let policy = Policy {
         threshold: config.threshold,
         default_budget: Duration::from_millis(u64::from(config.budget_ms)),
@@ -187,13 +188,14 @@ pub async fn run(
         Router::new(slot, upstream, circuit, policy),
         link,
         metrics,
+        config.node.input_limits(),
     ));
 
     let shutdown = shutdown.shared();
     let mut background = Vec::new();
     background.push(tokio::spawn(reload_on_signal_and_change(
         node.clone(),
-        (config.model_watch_ms > 0).then(|| Duration::from_millis(config.model_watch_ms)),
+        config.node.model_watch(),
     )));
     if config.probe_interval_ms > 0 {
         let node = node.clone();
@@ -210,15 +212,20 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let (routes, names) = node_routes(node.clone(), SERVER_NAME, config.max_message_bytes);
+    let limits = config.node.server_limits();
+    let gate = Gate::new(limits.max_concurrent_requests);
+    let (routes, names) = node_routes(node.clone(), SERVER_NAME, &limits, &gate);
     let data_auth = BearerAuthLayer::new(tokens.data);
     let data = serve(
         TraceContextLayer::new("edge"),
         listeners.grpc,
         routes,
         names,
-        data_auth.clone(),
-        server_tls.clone(),
+        GrpcSettings {
+            auth: data_auth.clone(),
+            tls: server_tls.clone(),
+            limits,
+        },
         shutdown.clone(),
     );
     // OIP over HTTP: the same node (so through the router), token and TLS files as gRPC.
@@ -227,7 +234,8 @@ pub async fn run(
         node.clone(),
         SERVER_NAME,
         HttpSettings {
-            max_body_bytes: config.max_message_bytes,
+            limits,
+            gate,
             auth: data_auth,
             tls: http_tls,
         },
@@ -255,15 +263,18 @@ pub async fn run(
         names.extend(add_model_control(
             &mut routes,
             node,
-            config.max_message_bytes,
+            limits.max_message_bytes,
         ));
         serve(
             TraceContextLayer::new("edge-admin"),
             listener,
             routes,
             names,
-            BearerAuthLayer::new(tokens.admin),
-            server_tls,
+            GrpcSettings {
+                auth: BearerAuthLayer::new(tokens.admin),
+                tls: server_tls,
+                limits,
+            },
             shutdown,
         )
         .await

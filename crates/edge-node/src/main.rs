@@ -2,29 +2,11 @@
 //! SIGTERM or Ctrl-C.
 
 use edge_node::{EdgeConfig, prepare, run};
-use edgeinfer_serving::cli::{Addresses, init_telemetry, parse_or_exit, serve_node};
+use edgeinfer_serving::cli::node_main;
 use edgeinfer_serving::shutdown;
 
-edgeinfer_serving::binary_main!(async {
-    let config: EdgeConfig = parse_or_exit();
-    let endpoint = config.otlp_endpoint.as_deref();
-    let telemetry =
-        match init_telemetry(&config.log_format, endpoint, "edgeinfer-edge", "edge-node") {
-            Ok(t) => t,
-            Err(status) => return status,
-        };
-    let addresses = Addresses {
-        grpc: config.listen,
-        admin: config.admin_listen,
-        metrics: config.metrics_listen,
-        http: config.http_listen,
-    };
-    let status = serve_node("edge-node", "EDGE", config, addresses, prepare, |p, l| {
-        run(p, l, shutdown::signal())
-    })
-    .await;
-    if let Some(t) = telemetry {
-        t.shutdown().await;
-    }
-    status
-});
+edgeinfer_serving::binary_main!(node_main::<EdgeConfig, _, _>(prepare, |p, l| run(
+    p,
+    l,
+    shutdown::signal()
+)));

@@ -8,6 +8,7 @@ use edgeinfer_linksim::Link;
 use edgeinfer_model::ModelMetadata;
 use edgeinfer_serving::answer::Answer;
 use edgeinfer_serving::error::ServeError;
+use edgeinfer_serving::input::InputLimits;
 use edgeinfer_serving::metrics::Metrics;
 use edgeinfer_serving::model_admin::HasModelSlot;
 use edgeinfer_serving::models::ModelSlot;
@@ -25,17 +26,25 @@ pub struct EdgeNode {
     pub(crate) link: Link,
     /// Request metrics.
     metrics: Metrics,
+    /// Limits on each request's input.
+    limits: InputLimits,
     /// Start time, for the status's uptime.
     pub(crate) started: Instant,
 }
 
 impl EdgeNode {
-    /// An edge node routing with `router` over `link`.
-    pub fn new(router: Router<ModelSlot, Upstream>, link: Link, metrics: Metrics) -> Self {
+    /// An edge node routing with `router` over `link`, decoding inputs within `limits`.
+    pub fn new(
+        router: Router<ModelSlot, Upstream>,
+        link: Link,
+        metrics: Metrics,
+        limits: InputLimits,
+    ) -> Self {
         Self {
             router,
             link,
             metrics,
+            limits,
             started: Instant::now(),
         }
     }
@@ -80,6 +89,10 @@ impl Node for EdgeNode {
 
     fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    fn limits(&self) -> InputLimits {
+        self.limits
     }
 
     fn served(&self) -> Option<Arc<edgeinfer_serving::models::Served>> {

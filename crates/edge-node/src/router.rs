@@ -33,11 +33,13 @@ use crate::reserve::FallbackReserve;
 pub trait EdgeModel: Send + Sync + 'static {
     /// The metadata of the model in service now (a swap may change it between calls).
     fn metadata(&self) -> Arc<ModelMetadata>;
-    /// Scores one call's input, and says which model did: the one in service when the call
-    /// started, even if another is swapped in meanwhile.
+    /// Scores one call's input, to be answered before `deadline` (refused at once when it
+    /// would not be), and says which model did: the one in service when the call started, even
+    /// if another is swapped in meanwhile.
     fn classify(
         &self,
         call: &Call,
+        deadline: Instant,
     ) -> impl Future<Output = Result<(Scored, Arc<ModelMetadata>), BatchError>> + Send;
     /// Expected time until a request submitted now has its answer.
     fn expected_completion(&self) -> Duration;
@@ -51,12 +53,13 @@ impl EdgeModel for ModelSlot {
     fn classify(
         &self,
         call: &Call,
+        deadline: Instant,
     ) -> impl Future<Output = Result<(Scored, Arc<ModelMetadata>), BatchError>> + Send {
         // Taken once, held until the answer: the request finishes on this model.
         let served = self.current();
         let input = call.input.values.clone();
         async move {
-            let scored = served.classify(input).await?;
+            let scored = served.classify(input, Some(deadline)).await?;
             Ok((scored, served.meta.clone()))
         }
     }
@@ -100,6 +103,11 @@ pub trait Cloud: Send + Sync + 'static {
     ) -> impl Future<Output = Result<CloudAnswer, CallError>> + Send;
     /// Bytes of the message that asking the cloud about `call` sends.
     fn message_bytes(&self, call: &Call) -> usize;
+    /// Bytes already waiting on the way to the cloud and back, `[up, down]`: a message sent now
+    /// is serialized after them.
+    fn backlog(&self) -> [u64; 2] {
+        [0, 0]
+    }
 }
 
 /// Encoded size of a cloud answer for a model with `classes` labels: the probabilities
@@ -207,6 +215,8 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
 
     async fn execute(&self, call: &Call) -> Result<Answer, ServeError> {
         let meta = self.model.metadata();
+        // The fit test serializes the call after what already waits on the link (its FIFO).
+        let [up_backlog, down_backlog] = self.cloud.as_ref().map_or([0, 0], |c| c.backlog());
         let request = Request {
             placement: call.placement,
             concrete_model: call.model == meta.name,
@@ -214,24 +224,27 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
             deadline: call.deadline,
             min_confidence: call.min_confidence,
             received: call.received,
-            up_bytes: self.cloud.as_ref().map_or(0, |c| c.message_bytes(call)),
-            down_bytes: expected_answer_bytes(meta.labels.len()),
+            up_bytes: up_backlog as usize
+                + self.cloud.as_ref().map_or(0, |c| c.message_bytes(call)),
+            down_bytes: down_backlog as usize + expected_answer_bytes(meta.labels.len()),
         };
         let snapshot = self.snapshot();
         let deadline = decide::deadline(&snapshot.policy, &request);
         let metric = snapshot.policy.metric;
         let mut edge: Option<EdgeView> = None;
+        // Why the edge model refused the request, when it did.
+        let mut refusal: Option<BatchError> = None;
         let mut plan = decide::decide(&snapshot, &request, deadline, Instant::now());
         loop {
             plan = match plan {
                 Plan::Edge(reason) => {
                     let view = match edge {
                         Some(v) => v,
-                        None => self.run_edge(call, metric).await?,
+                        None => self.run_edge(call, metric, deadline).await?,
                     };
                     return Ok(self.edge_answer(call, &view, reason));
                 }
-                Plan::EdgeThenDecide => match self.run_edge(call, metric).await {
+                Plan::EdgeThenDecide => match self.run_edge(call, metric, deadline).await {
                     Ok(view) => {
                         let next = decide::after_edge(
                             &self.snapshot(),
@@ -243,7 +256,8 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
                         edge = Some(view);
                         next
                     }
-                    Err(ServeError::Batch(BatchError::QueueFull(_))) => {
+                    Err(ServeError::Batch(e)) if e.is_overload() => {
+                        refusal = Some(e);
                         decide::after_refusal(&self.snapshot(), &request, deadline, Instant::now())
                     }
                     Err(e) => return Err(e),
@@ -254,12 +268,24 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
                     edge_first,
                 } => {
                     if edge_first && edge.is_none() {
-                        edge = Some(self.run_edge(call, metric).await?);
+                        // A busy edge model does not stop the call; it only leaves no answer
+                        // ready for a fallback.
+                        edge = match self.run_edge(call, metric, deadline).await {
+                            Ok(view) => Some(view),
+                            Err(ServeError::Batch(e)) if e.is_overload() => None,
+                            Err(e) => return Err(e),
+                        };
                     }
-                    return self.cloud_or_fall_back(call, edge, timeout, reason).await;
+                    return self
+                        .cloud_or_fall_back(call, edge, timeout, reason, deadline)
+                        .await;
                 }
                 Plan::Refuse => {
-                    return Err(BatchError::QueueFull(0).into());
+                    let error = refusal.unwrap_or_else(|| BatchError::WouldMiss {
+                        expected: snapshot.edge_completion,
+                        left: deadline.saturating_duration_since(Instant::now()),
+                    });
+                    return Err(error.into());
                 }
             };
         }
@@ -269,8 +295,9 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
         &self,
         call: &Call,
         metric: crate::policy::ConfidenceMetric,
+        deadline: Instant,
     ) -> Result<EdgeView, ServeError> {
-        let (scored, model) = self.model.classify(call).await?;
+        let (scored, model) = self.model.classify(call, deadline).await?;
         let confidence = metric.of(&scored.probabilities);
         Ok(EdgeView {
             scored,
@@ -288,6 +315,7 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
         edge: Option<EdgeView>,
         timeout: Duration,
         reason: Reason,
+        deadline: Instant,
     ) -> Result<Answer, ServeError> {
         let (Some(cloud), Some(permit)) = (&self.cloud, self.circuit.permit()) else {
             let reason = if self.cloud.is_none() {
@@ -295,7 +323,7 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
             } else {
                 Reason::CircuitOpen
             };
-            return self.fall_back(call, edge, reason).await;
+            return self.fall_back(call, edge, reason, deadline).await;
         };
         let started = Instant::now();
         let result = match tokio::time::timeout(timeout, cloud.infer(call, timeout)).await {
@@ -340,7 +368,7 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
             }
         };
         tracing::debug!(error = %failure, "cloud call failed; the edge answers");
-        self.fall_back(call, edge, fallback).await
+        self.fall_back(call, edge, fallback, deadline).await
     }
 
     /// Says once, at ERROR, that the cloud refuses the edge's token: every later call would
@@ -362,10 +390,11 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
         call: &Call,
         edge: Option<EdgeView>,
         reason: Reason,
+        deadline: Instant,
     ) -> Result<Answer, ServeError> {
         let view = match edge {
             Some(v) => v,
-            None => self.run_edge(call, self.policy().metric).await?,
+            None => self.run_edge(call, self.policy().metric, deadline).await?,
         };
         Ok(self.edge_answer(call, &view, reason))
     }

@@ -58,10 +58,22 @@ impl EdgeModel for FakeModel {
         self.meta.clone()
     }
 
-    async fn classify(&self, _call: &Call) -> Result<(Scored, Arc<ModelMetadata>), BatchError> {
+    async fn classify(
+        &self,
+        _call: &Call,
+        deadline: Instant,
+    ) -> Result<(Scored, Arc<ModelMetadata>), BatchError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.full {
             return Err(BatchError::QueueFull(7));
+        }
+        // As the batcher: an answer expected after the deadline is refused at once.
+        let now = Instant::now();
+        if now + self.completion > deadline {
+            return Err(BatchError::WouldMiss {
+                expected: self.completion,
+                left: deadline.saturating_duration_since(now),
+            });
         }
         tokio::time::sleep(self.delay).await;
         Ok((
@@ -92,6 +104,8 @@ struct FakeCloud {
     delay: Mutex<Duration>,
     outcome: Mutex<Outcome>,
     timeouts: Mutex<Vec<Duration>>,
+    /// Bytes waiting on the link, up and down.
+    backlog: Mutex<[u64; 2]>,
 }
 
 impl FakeCloud {
@@ -100,6 +114,7 @@ impl FakeCloud {
             delay: Mutex::new(delay),
             outcome: Mutex::new(outcome),
             timeouts: Mutex::new(Vec::new()),
+            backlog: Mutex::new([0, 0]),
         }
     }
 
@@ -146,6 +161,10 @@ impl Cloud for FakeCloud {
 
     fn message_bytes(&self, _call: &Call) -> usize {
         40
+    }
+
+    fn backlog(&self) -> [u64; 2] {
+        *self.backlog.lock().unwrap()
     }
 }
 
@@ -232,6 +251,68 @@ async fn a_late_edge_hands_the_request_to_the_cloud_without_running_its_model() 
         (Tier::Cloud, Reason::EdgeOverloaded)
     );
     assert_eq!(r.model.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_links_backlog_counts_in_whether_the_cloud_fits() {
+    let r = router(FakeModel::new(UNSURE), cloud_ok());
+    r.estimates.observe_rtt(ms(10));
+    // Learned: 1 Mbit/s each way (100 bytes 0.8 ms after half the round trip), the cloud's
+    // own time 1 ms.
+    let one_way = Duration::from_micros(5_800);
+    r.estimates
+        .observe_exchange(100, one_way, 100, one_way, ms(1));
+    // 12.5 kB queued on the uplink: 100 ms of serialization before this call's message.
+    *cloud_of(&r).backlog.lock().unwrap() = [12_500, 0];
+    let a = r.route(&call(Placement::Auto)).await.unwrap();
+    assert_eq!(
+        (a.served_by, a.reason),
+        (Tier::Edge, Reason::BudgetTooSmall)
+    );
+    assert_eq!(cloud_of(&r).calls(), 0, "no call was made");
+    // The backlog drained: the same call fits.
+    *cloud_of(&r).backlog.lock().unwrap() = [0, 0];
+    let a = r.route(&call(Placement::Auto)).await.unwrap();
+    assert_eq!(
+        (a.served_by, a.reason),
+        (Tier::Cloud, Reason::LowConfidence)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_edge_with_no_cloud_in_time_refuses_at_once() {
+    for cloud in [None, cloud_ok()] {
+        let has_cloud = cloud.is_some();
+        let mut model = FakeModel::new(SURE);
+        model.completion = ms(150);
+        let r = router(model, cloud);
+        // A cloud that takes longer than the budget.
+        r.estimates.observe_rtt(ms(500));
+        let c = call(Placement::Auto);
+        let e = r.route(&c).await.unwrap_err();
+        assert!(
+            matches!(e, ServeError::Batch(BatchError::WouldMiss { .. })),
+            "cloud {has_cloud}: {e}"
+        );
+        assert_eq!(
+            c.received.elapsed(),
+            Duration::ZERO,
+            "refused without waiting"
+        );
+        assert_eq!(r.model.calls.load(Ordering::SeqCst), 0, "nothing queued");
+        assert_eq!(
+            tonic::Status::from(e).code(),
+            tonic::Code::ResourceExhausted
+        );
+    }
+    // Within its budget the same edge model answers.
+    let mut model = FakeModel::new(SURE);
+    model.completion = ms(50);
+    let r = router(model, None);
+    assert_eq!(
+        r.route(&call(Placement::Auto)).await.unwrap().reason,
+        Reason::Confident
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -476,11 +557,21 @@ mod property {
                 }
                 let mut c = call([Placement::Auto, Placement::EdgeOnly, Placement::CloudOnly][placement]);
                 c.budget_ms = budget_ms;
-                let a = r.route(&c).await.unwrap();
+                let result = r.route(&c).await;
                 let elapsed = c.received.elapsed();
                 let limit = ms(u64::from(budget_ms)) + r.reserve.get();
-                prop_assert!(elapsed <= limit, "{a:?} took {elapsed:?}, limit {limit:?}");
-                prop_assert_eq!(a.degraded, a.reason.is_fallback());
+                prop_assert!(elapsed <= limit, "{result:?} took {elapsed:?}, limit {limit:?}");
+                match result {
+                    Ok(a) => prop_assert_eq!(a.degraded, a.reason.is_fallback()),
+                    // Only an edge model expected to be late is refused, never for anything else.
+                    Err(e) => {
+                        prop_assert!(completion_ms > 0, "{e}");
+                        prop_assert_eq!(
+                            tonic::Status::from(e).code(),
+                            tonic::Code::ResourceExhausted
+                        );
+                    }
+                }
                 Ok(())
             })?;
         }

@@ -42,6 +42,8 @@ pub struct Upstream {
     health: HealthClient<Linked>,
     token: Option<MetadataValue<Ascii>>,
     address: String,
+    /// The link the calls cross, for its backlog.
+    link: Link,
 }
 
 /// Where the cloud is: a URL such as `http://cloud:50052` or `https://cloud:50052`.
@@ -127,12 +129,13 @@ impl Upstream {
         }
         let (channel, changes) = Channel::balance_channel::<SocketAddr>(16);
         tokio::spawn(resolve_loop(address, tls, changes, resolve_every));
-        let linked = LinkService::new(channel, link);
+        let linked = LinkService::new(channel, link.clone());
         Ok(Self {
             inference: InferenceClient::new(linked.clone()),
             health: HealthClient::new(linked),
             token,
             address: url.to_string(),
+            link,
         })
     }
 
@@ -260,6 +263,10 @@ fn from_wire(r: InferResponse) -> Answer {
 impl Cloud for Upstream {
     async fn infer(&self, call: &Call, timeout: Duration) -> Result<CloudAnswer, CallError> {
         Upstream::infer(self, cloud_request(call, timeout), timeout).await
+    }
+
+    fn backlog(&self) -> [u64; 2] {
+        self.link.queued_bytes()
     }
 
     fn message_bytes(&self, call: &Call) -> usize {

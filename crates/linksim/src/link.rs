@@ -258,6 +258,15 @@ impl Link {
         (due, result)
     }
 
+    /// Bytes waiting in each direction's FIFO now, `[uplink, downlink]`: what a message sent
+    /// now queues behind.
+    pub fn queued_bytes(&self) -> [u64; 2] {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.catch_up(now);
+        [0, 1].map(|i| st.queued[i].iter().map(|&(_, b)| b as u64).sum::<u64>())
+    }
+
     /// A snapshot of the statistics as of now.
     pub fn stats(&self) -> LinkStats {
         let now = Instant::now();

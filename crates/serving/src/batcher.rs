@@ -2,11 +2,15 @@
 //!
 //! Requests wait in one bounded queue; a few worker threads each take *whatever is waiting*
 //! (up to `max_batch`) as their next batch and run the model on it, so an idle server adds no
-//! delay and a busy one amortises the forward pass over many requests. The queue is bounded:
-//! when it is full a request is refused at once (the caller turns that into
-//! RESOURCE_EXHAUSTED) instead of waiting without bound. Requests whose caller has gone away
-//! (deadline passed, client cancelled) are dropped before compute. Model work runs on these
-//! dedicated threads, never on the async runtime's.
+//! delay and a busy one amortises the forward pass over many requests.
+//!
+//! Admission is deadline-aware and the queue is bounded by count and by time: a request joins
+//! only if the queue has room, its expected wait is within `max_queue_wait`, and its expected
+//! completion (the wait plus one forward pass, from the measured costs) falls before its
+//! deadline; otherwise it is refused at once (the caller turns that into RESOURCE_EXHAUSTED, or
+//! the edge sends it to the cloud) instead of waiting to be late. Requests whose time ran out
+//! while queued, and those whose caller has gone (client cancelled), are dropped before
+//! compute. Model work runs on these dedicated threads, never on the async runtime's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,11 +32,18 @@ pub struct BatcherConfig {
     pub max_batch: usize,
     /// Most requests waiting; more are refused at once.
     pub max_queue: usize,
+    /// Longest a request may wait for the model: one expected to wait longer is refused at
+    /// once, and one that has waited longer is dropped before compute.
+    pub max_queue_wait: Duration,
     /// How long a worker holding a partial batch waits for more requests. Zero (the default)
     /// means it never waits: it runs what is there.
     pub max_queue_delay: Duration,
     /// Worker threads, each running one forward pass at a time on one core.
     pub workers: usize,
+    /// A model whose forward pass of one request is measured below this runs it on the
+    /// caller's thread when nothing is queued, skipping the hand-off to a worker and back
+    /// (two thread wake-ups, which cost more than such a pass). Zero: always hand off.
+    pub inline_below: Duration,
 }
 
 impl Default for BatcherConfig {
@@ -40,25 +51,39 @@ impl Default for BatcherConfig {
         Self {
             max_batch: 64,
             max_queue: 1024,
+            max_queue_wait: DEFAULT_MAX_QUEUE_WAIT,
             max_queue_delay: Duration::ZERO,
             workers: thread::available_parallelism().map_or(1, |n| n.get()),
+            inline_below: DEFAULT_INLINE_BELOW,
         }
     }
 }
+
+/// Default of [`BatcherConfig::inline_below`]: the edge MLP's passes (2 to 16 µs here, int8
+/// to q4_0) run inline, the cloud CNN's (about 150 µs) on the workers.
+pub const DEFAULT_INLINE_BELOW: Duration = Duration::from_micros(25);
+
+/// Default of [`BatcherConfig::max_queue_wait`]: ten times a 5G cloud round trip, and more
+/// than any budget the policy's default leaves.
+pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_millis(500);
 
 impl BatcherConfig {
     /// The settings as both nodes' flags give them; `workers: None` means one per core.
     pub fn from_flags(
         max_batch: u32,
         max_queue: u32,
+        max_queue_wait_ms: u64,
         queue_delay_us: u64,
         workers: Option<u32>,
+        inline_below_us: u64,
     ) -> Self {
         Self {
             max_batch: max_batch as usize,
             max_queue: max_queue as usize,
+            max_queue_wait: Duration::from_millis(max_queue_wait_ms),
             max_queue_delay: Duration::from_micros(queue_delay_us),
             workers: workers.map_or(Self::default().workers, |w| w as usize),
+            inline_below: Duration::from_micros(inline_below_us),
         }
     }
 }
@@ -67,8 +92,34 @@ impl BatcherConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     /// The queue is full.
-    #[error("the model's queue is full ({0} requests waiting); retry later")]
+    #[error("the model's queue is full ({0} requests waiting, --max-queue); retry later")]
     QueueFull(usize),
+    /// The request would wait longer than the queue's time bound.
+    #[error(
+        "the model's queue is {} ms long, over its {} ms bound (--max-queue-wait-ms); retry later",
+        .expected.as_millis(), .limit.as_millis()
+    )]
+    QueueTooLong {
+        /// The wait expected for this request.
+        expected: Duration,
+        /// The bound.
+        limit: Duration,
+    },
+    /// The request's answer is expected after its deadline: refused before it takes a place.
+    #[error(
+        "the model is expected to answer in {} µs, after the request's deadline ({} µs left); \
+         retry later or allow a larger budget",
+        .expected.as_micros(), .left.as_micros()
+    )]
+    WouldMiss {
+        /// Expected time to the answer: the queue ahead plus one forward pass.
+        expected: Duration,
+        /// Time left until the request's deadline.
+        left: Duration,
+    },
+    /// The request's time ran out while it waited; it was not computed.
+    #[error("the request's time ran out after {} µs in the model's queue; not computed", .0.as_micros())]
+    Expired(Duration),
     /// The batcher has shut down.
     #[error("the model is shutting down")]
     Stopped,
@@ -96,9 +147,25 @@ pub struct Scored {
     pub batch_size: usize,
 }
 
+impl BatchError {
+    /// True for the refusals of a busy model (full queue, too long a wait, a deadline it would
+    /// miss or missed): the request may go elsewhere or be retried; nothing is wrong with it.
+    pub fn is_overload(&self) -> bool {
+        matches!(
+            self,
+            Self::QueueFull(_)
+                | Self::QueueTooLong { .. }
+                | Self::WouldMiss { .. }
+                | Self::Expired(_)
+        )
+    }
+}
+
 struct Job {
     input: Vec<f32>,
     enqueued: Instant,
+    /// Not computed from this instant on: the request's deadline or the queue's time bound.
+    expires: Instant,
     reply: oneshot::Sender<Result<Scored, BatchError>>,
 }
 
@@ -109,17 +176,24 @@ struct Estimates {
     batch_ns: AtomicU64,
     /// Smoothed forward-pass time per request in a batch, in nanoseconds.
     item_ns: AtomicU64,
+    /// Smoothed forward-pass time of a batch of one, in nanoseconds.
+    single_ns: AtomicU64,
     /// Requests queued or being computed.
     in_flight: AtomicUsize,
 }
 
 const EWMA_WEIGHT: f64 = 0.125;
 
+/// Folds `sample` into the smoothed value in `cell`. A sample counts at most twice the current
+/// value: a pass that was descheduled for a few milliseconds must not make the model look
+/// slow (the next requests would be refused, or handed off, for nothing), while a lasting
+/// change still moves the estimate by up to an eighth per sample.
 fn ewma(cell: &AtomicU64, sample: u64) {
     let old = cell.load(Ordering::Relaxed);
     let new = if old == 0 {
         sample
     } else {
+        let sample = sample.min(old.saturating_mul(2));
         (old as f64 + EWMA_WEIGHT * (sample as f64 - old as f64)) as u64
     };
     cell.store(new, Ordering::Relaxed);
@@ -189,12 +263,43 @@ impl Batcher {
         self.model.metadata()
     }
 
-    /// Scores one input (`metadata().input_len()` values in [0, 1]).
-    pub async fn classify(&self, input: Vec<f32>) -> Result<Scored, BatchError> {
+    /// Scores one input (`metadata().input_len()` values), to be answered before `deadline`
+    /// if one is given: refused at once when the queue is full, when the expected wait is over
+    /// the queue's time bound, or when the answer is expected after the deadline.
+    pub async fn classify(
+        &self,
+        input: Vec<f32>,
+        deadline: Option<Instant>,
+    ) -> Result<Scored, BatchError> {
+        let now = Instant::now();
+        let (wait, completion) = self.expected();
+        let limit = self.config.max_queue_wait;
+        let refusal = if wait > limit {
+            Some(BatchError::QueueTooLong {
+                expected: wait,
+                limit,
+            })
+        } else {
+            deadline
+                .filter(|&d| now + completion > d)
+                .map(|d| BatchError::WouldMiss {
+                    expected: completion,
+                    left: d.saturating_duration_since(now),
+                })
+        };
+        if let Some(refusal) = refusal {
+            self.metrics.rejected.inc();
+            return Err(refusal);
+        }
+        if self.runs_inline() {
+            return self.score_inline(&input);
+        }
+        let bound = now + limit;
         let (reply, rx) = oneshot::channel();
         let job = Job {
             input,
-            enqueued: Instant::now(),
+            enqueued: now,
+            expires: deadline.map_or(bound, |d| d.min(bound)),
             reply,
         };
         self.estimates.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -214,6 +319,35 @@ impl Batcher {
         rx.await.unwrap_or(Err(BatchError::Stopped))
     }
 
+    /// True when a request arriving now should be scored on the caller's thread: the model's
+    /// pass of one request is measured and cheaper than a hand-off, and nothing is queued
+    /// (queued requests go first, and are batched).
+    fn runs_inline(&self) -> bool {
+        let single = self.estimates.single_ns.load(Ordering::Relaxed);
+        single > 0
+            && u128::from(single) < self.config.inline_below.as_nanos()
+            && self.in_flight() == 0
+    }
+
+    /// Scores one request on this thread, recorded as a batch of one with no queueing.
+    fn score_inline(&self, input: &[f32]) -> Result<Scored, BatchError> {
+        let started = Instant::now();
+        let result = score_one(&*self.model, input);
+        let compute = started.elapsed();
+        ewma(&self.estimates.single_ns, compute.as_nanos() as u64);
+        self.metrics.batch_size.observe(1.0);
+        self.metrics.compute_seconds.observe(compute.as_secs_f64());
+        self.metrics.queue_seconds.observe(0.0);
+        self.metrics.triton.executed(1, compute);
+        self.metrics.triton.queued(Duration::ZERO);
+        result.map(|probabilities| Scored {
+            probabilities,
+            queue: Duration::ZERO,
+            compute,
+            batch_size: 1,
+        })
+    }
+
     /// Requests queued or being computed right now.
     pub fn in_flight(&self) -> usize {
         self.estimates.in_flight.load(Ordering::Relaxed)
@@ -228,11 +362,37 @@ impl Batcher {
     /// in flight spread over the workers, plus one forward pass. Zero until the first batch
     /// has been measured.
     pub fn expected_completion(&self) -> Duration {
+        self.expected().1
+    }
+
+    /// The expected wait of a request submitted now (the work in flight spread over the
+    /// workers) and its expected completion (the wait plus one forward pass).
+    fn expected(&self) -> (Duration, Duration) {
         let item = self.estimates.item_ns.load(Ordering::Relaxed) as f64;
         let batch = self.estimates.batch_ns.load(Ordering::Relaxed) as f64;
         let ahead = self.in_flight() as f64;
         let wait = ahead * item / self.config.workers as f64;
-        Duration::from_nanos((wait + batch) as u64)
+        (
+            Duration::from_nanos(wait as u64),
+            Duration::from_nanos((wait + batch) as u64),
+        )
+    }
+}
+
+/// One request's forward pass on its own (inline, or after its batch gave non-finite outputs):
+/// non-finite outputs are the input's fault when it leaves [0, 1], the model's when it does not.
+fn score_one(model: &dyn Classifier, input: &[f32]) -> Result<Vec<f32>, BatchError> {
+    let classes = model.metadata().labels.len();
+    match model.classify(input, 1) {
+        Ok(probabilities) if probabilities.len() == classes => Ok(probabilities),
+        Ok(probabilities) => Err(BatchError::Model(format!(
+            "returned {} probabilities for one input with {classes} labels",
+            probabilities.len()
+        ))),
+        Err(ModelError::NonFiniteOutput(_)) if input.iter().any(|v| !(0.0..=1.0).contains(v)) => {
+            Err(BatchError::Overflow)
+        }
+        Err(e) => Err(BatchError::Model(e.to_string())),
     }
 }
 
@@ -271,30 +431,33 @@ impl Worker {
         }
     }
 
-    /// One request's forward pass on its own, after its batch gave non-finite outputs: the
-    /// input's fault when it leaves [0, 1], the model's when it does not.
-    fn score_alone(&self, input: &[f32]) -> Result<Vec<f32>, BatchError> {
-        match self.model.classify(input, 1) {
-            Ok(probabilities) => Ok(probabilities),
-            Err(ModelError::NonFiniteOutput(_))
-                if input.iter().any(|v| !(0.0..=1.0).contains(v)) =>
-            {
-                Err(BatchError::Overflow)
-            }
-            Err(e) => Err(BatchError::Model(e.to_string())),
-        }
-    }
-
     fn compute(&self, batch: &mut Vec<Job>) {
-        // Callers that gave up (deadline, cancellation) are not computed for.
+        // Callers that gave up (cancellation) and requests whose time ran out in the queue are
+        // not computed for.
         let before = batch.len();
-        batch.retain(|job| !job.reply.is_closed());
+        let now = Instant::now();
+        let mut expired = 0u64;
+        for job in std::mem::take(batch) {
+            if job.reply.is_closed() {
+                continue;
+            }
+            if job.expires <= now {
+                expired += 1;
+                let waited = now.saturating_duration_since(job.enqueued);
+                let _ = job.reply.send(Err(BatchError::Expired(waited)));
+                continue;
+            }
+            batch.push(job);
+        }
+        if expired > 0 {
+            self.metrics.expired.inc_by(expired);
+        }
         let dropped = before - batch.len();
         if dropped > 0 {
             self.estimates
                 .in_flight
                 .fetch_sub(dropped, Ordering::Relaxed);
-            self.metrics.cancelled.inc_by(dropped as u64);
+            self.metrics.cancelled.inc_by(dropped as u64 - expired);
         }
         if batch.is_empty() {
             return;
@@ -314,6 +477,9 @@ impl Worker {
         let nanos = compute.as_nanos() as u64;
         ewma(&self.estimates.batch_ns, nanos);
         ewma(&self.estimates.item_ns, nanos / n as u64);
+        if n == 1 {
+            ewma(&self.estimates.single_ns, nanos);
+        }
         let classes = self.model.metadata().labels.len();
         let rows: Vec<Result<Vec<f32>, BatchError>> = match result {
             Ok(probs) if probs.len() == n * classes => {
@@ -330,7 +496,7 @@ impl Worker {
             // values overflow the network fails alone instead of failing its whole batch.
             Err(ModelError::NonFiniteOutput(_)) => batch
                 .iter()
-                .map(|job| self.score_alone(&job.input))
+                .map(|job| score_one(&*self.model, &job.input))
                 .collect(),
             Err(e) => (0..n)
                 .map(|_| Err(BatchError::Model(e.to_string())))
@@ -370,6 +536,14 @@ mod tests {
         gate: Mutex<()>,
         /// Forward passes started (the worker is inside the model, maybe waiting on the gate).
         entered: AtomicUsize,
+        /// The thread of the last forward pass.
+        thread: Mutex<String>,
+    }
+
+    impl Recorder {
+        fn last_thread(&self) -> String {
+            self.thread.lock().unwrap().clone()
+        }
     }
 
     impl Classifier for Recorder {
@@ -378,6 +552,7 @@ mod tests {
         }
         fn classify(&self, inputs: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
             self.entered.fetch_add(1, Ordering::SeqCst);
+            *self.thread.lock().unwrap() = thread::current().name().unwrap_or("").to_string();
             let _held = self.gate.lock().unwrap();
             self.batches.lock().unwrap().push(batch);
             // As a real network: huge inputs overflow it; 0.75 as a second value stands for
@@ -413,6 +588,7 @@ mod tests {
             batches: Mutex::default(),
             gate: Mutex::default(),
             entered: AtomicUsize::new(0),
+            thread: Mutex::default(),
         })
     }
 
@@ -425,19 +601,139 @@ mod tests {
                 max_queue,
                 max_queue_delay: Duration::ZERO,
                 workers: 1,
+                // The tests watch requests queue behind a held model: never inline, but in
+                // the test of the inline path.
+                inline_below: Duration::ZERO,
+                ..BatcherConfig::default()
             },
             metrics.batcher.clone(),
         )
+    }
+
+    #[test]
+    fn one_slow_sample_does_not_make_the_model_look_slow() {
+        let cell = AtomicU64::new(0);
+        ewma(&cell, 2_000);
+        assert_eq!(
+            cell.load(Ordering::Relaxed),
+            2_000,
+            "the first sample is taken as it is"
+        );
+        ewma(&cell, 5_000_000); // descheduled for 5 ms
+        assert_eq!(
+            cell.load(Ordering::Relaxed),
+            2_250,
+            "counted as twice the estimate"
+        );
+        for _ in 0..40 {
+            ewma(&cell, 100_000);
+        }
+        assert!(
+            cell.load(Ordering::Relaxed) > 90_000,
+            "a lasting change is followed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cheap_pass_runs_on_the_callers_thread_when_nothing_waits() {
+        let model = recorder();
+        let metrics = Metrics::unregistered(model.metadata());
+        let config = BatcherConfig {
+            workers: 1,
+            inline_below: Duration::from_secs(1),
+            ..BatcherConfig::default()
+        };
+        let b = Batcher::new(model.clone(), config, metrics.batcher.clone());
+        // The first pass is measured on a worker; from then on it is known to be cheap.
+        b.classify(vec![0.25, 0.0], None).await.unwrap();
+        assert_eq!(model.last_thread(), "model-rec-0");
+        let s = b.classify(vec![0.5, 0.0], None).await.unwrap();
+        assert_eq!(s.probabilities, vec![0.5, 0.5]);
+        assert_eq!((s.batch_size, s.queue), (1, Duration::ZERO));
+        assert_ne!(model.last_thread(), "model-rec-0", "scored inline");
+        assert_eq!(b.in_flight(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_expected_late_or_too_long_in_the_queue_is_refused_at_once() {
+        let model = recorder();
+        let b = batcher(model.clone(), 8, 16);
+        // Measured costs: 40 ms a pass, of one request.
+        b.estimates.batch_ns.store(40_000_000, Ordering::Relaxed);
+        b.estimates.item_ns.store(40_000_000, Ordering::Relaxed);
+        let soon = Some(Instant::now() + Duration::from_millis(20));
+        let e = b.classify(vec![0.0, 0.0], soon).await.unwrap_err();
+        assert!(matches!(e, BatchError::WouldMiss { .. }), "{e}");
+        assert!(e.is_overload());
+        let later = Some(Instant::now() + Duration::from_millis(400));
+        b.classify(vec![0.0, 0.0], later).await.unwrap();
+        // Twenty requests ahead at 40 ms each: 800 ms of waiting, over the 500 ms bound.
+        b.estimates.in_flight.fetch_add(20, Ordering::Relaxed);
+        let e = b.classify(vec![0.0, 0.0], None).await.unwrap_err();
+        assert!(matches!(e, BatchError::QueueTooLong { .. }), "{e}");
+        assert!(e.to_string().contains("--max-queue-wait-ms"), "{e}");
+        b.estimates.in_flight.fetch_sub(20, Ordering::Relaxed);
+        assert_eq!(
+            *model.batches.lock().unwrap(),
+            vec![1],
+            "refused ones never ran"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_whose_time_runs_out_in_the_queue_is_not_computed() {
+        let model = recorder();
+        let b = batcher(model.clone(), 8, 16);
+        let (held, first) = hold_worker(&model, &b).await;
+        let deadline = Some(Instant::now() + Duration::from_millis(30));
+        let queued = tokio::spawn({
+            let b = b.clone();
+            async move { b.classify(vec![0.5, 0.0], deadline).await }
+        });
+        while b.tx.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        std::thread::sleep(Duration::from_millis(40));
+        drop(held);
+        first.await.unwrap().unwrap();
+        let e = queued.await.unwrap().unwrap_err();
+        assert!(matches!(e, BatchError::Expired(_)), "{e}");
+        assert_eq!(
+            *model.batches.lock().unwrap(),
+            vec![1],
+            "the expired one never ran"
+        );
+        assert_eq!(b.in_flight(), 0);
     }
 
     #[tokio::test]
     async fn single_request_runs_alone_and_rows_come_back_to_their_callers() {
         let model = recorder();
         let b = batcher(model.clone(), 8, 16);
-        let s = b.classify(vec![0.25, 0.0]).await.unwrap();
+        let s = b.classify(vec![0.25, 0.0], None).await.unwrap();
         assert_eq!(s.probabilities, vec![0.75, 0.25]);
         assert_eq!(s.batch_size, 1);
         assert_eq!(*model.batches.lock().unwrap(), vec![1]);
+    }
+
+    /// Holds the worker inside the model with one request: the model's gate, and that
+    /// request's task.
+    async fn hold_worker<'m>(
+        model: &'m Recorder,
+        b: &Batcher,
+    ) -> (
+        std::sync::MutexGuard<'m, ()>,
+        tokio::task::JoinHandle<Result<Scored, BatchError>>,
+    ) {
+        let held = model.gate.lock().unwrap();
+        let first = tokio::spawn({
+            let b = b.clone();
+            async move { b.classify(vec![0.0, 0.0], None).await }
+        });
+        while model.entered.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        (held, first)
     }
 
     /// Holds the worker inside the model with one request, queues `inputs` behind it, then
@@ -447,21 +743,13 @@ mod tests {
         b: &Batcher,
         inputs: Vec<Vec<f32>>,
     ) -> Vec<Result<Scored, BatchError>> {
-        let held = model.gate.lock().unwrap();
-        let first = tokio::spawn({
-            let b = b.clone();
-            async move { b.classify(vec![0.0, 0.0]).await }
-        });
-        // The worker is inside the model with the first request.
-        while model.entered.load(Ordering::SeqCst) < 1 {
-            tokio::task::yield_now().await;
-        }
+        let (held, first) = hold_worker(model, b).await;
         let n = inputs.len();
         let rest: Vec<_> = inputs
             .into_iter()
             .map(|input| {
                 let b = b.clone();
-                tokio::spawn(async move { b.classify(input).await })
+                tokio::spawn(async move { b.classify(input, None).await })
             })
             .collect();
         while b.tx.len() < n {
@@ -505,7 +793,7 @@ mod tests {
         // The batch of three, then each of its requests alone.
         assert_eq!(*model.batches.lock().unwrap(), vec![1, 3, 1, 1, 1]);
         // Non-finite outputs from an input in [0, 1] are the model's fault.
-        let e = b.classify(vec![0.5, 0.75]).await.unwrap_err();
+        let e = b.classify(vec![0.5, 0.75], None).await.unwrap_err();
         assert!(matches!(e, BatchError::Model(_)), "{e}");
     }
 
@@ -517,7 +805,7 @@ mod tests {
         // One request in the worker, two in the queue: the queue is then full.
         let spawn = || {
             let b = b.clone();
-            tokio::spawn(async move { b.classify(vec![0.0, 0.0]).await })
+            tokio::spawn(async move { b.classify(vec![0.0, 0.0], None).await })
         };
         let mut pending = vec![spawn()];
         while model.entered.load(Ordering::SeqCst) < 1 {
@@ -528,7 +816,7 @@ mod tests {
         while b.tx.len() < 2 {
             tokio::task::yield_now().await;
         }
-        let err = b.classify(vec![0.0, 0.0]).await.unwrap_err();
+        let err = b.classify(vec![0.0, 0.0], None).await.unwrap_err();
         assert!(matches!(err, BatchError::QueueFull(2)), "{err}");
         drop(held);
         for p in pending {
@@ -540,17 +828,10 @@ mod tests {
     async fn cancelled_requests_are_not_computed() {
         let model = recorder();
         let b = batcher(model.clone(), 8, 16);
-        let held = model.gate.lock().unwrap();
-        let first = tokio::spawn({
-            let b = b.clone();
-            async move { b.classify(vec![0.0, 0.0]).await }
-        });
-        while model.entered.load(Ordering::SeqCst) < 1 {
-            tokio::task::yield_now().await;
-        }
+        let (held, first) = hold_worker(&model, &b).await;
         let abandoned = tokio::spawn({
             let b = b.clone();
-            async move { b.classify(vec![0.5, 0.0]).await }
+            async move { b.classify(vec![0.5, 0.0], None).await }
         });
         while b.tx.is_empty() {
             tokio::task::yield_now().await;
@@ -559,7 +840,7 @@ mod tests {
         let _ = abandoned.await;
         drop(held);
         first.await.unwrap().unwrap();
-        let s = b.classify(vec![0.0, 0.0]).await.unwrap();
+        let s = b.classify(vec![0.0, 0.0], None).await.unwrap();
         assert_eq!(s.batch_size, 1);
         assert_eq!(*model.batches.lock().unwrap(), vec![1, 1]);
         assert_eq!(b.in_flight(), 0);

@@ -51,6 +51,76 @@ pub fn block_on(body: impl Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
+/// A node's configuration, as [`node_main`] needs it.
+pub trait NodeConfig: Parser {
+    /// The binary's name, for messages (`edge-node`).
+    const BINARY: &'static str;
+    /// The prefix of the environment twins (`EDGE`).
+    const PREFIX: &'static str;
+    /// The service name spans are exported under (`edgeinfer-edge`).
+    const SERVICE: &'static str;
+    /// The settings both nodes share.
+    fn flags(&self) -> &crate::flags::NodeFlags;
+    /// The addresses to bind.
+    fn addresses(&self) -> Addresses;
+}
+
+/// Implements [`NodeConfig`] for a node's configuration `$config`, which has the fields
+/// `listen`, `admin_listen`, `metrics_listen`, `http_listen` and `node` (the shared flags).
+#[macro_export]
+macro_rules! node_config {
+    ($config:ty, $binary:literal, $prefix:literal, $service:literal) => {
+        impl $crate::cli::NodeConfig for $config {
+            const BINARY: &'static str = $binary;
+            const PREFIX: &'static str = $prefix;
+            const SERVICE: &'static str = $service;
+
+            fn flags(&self) -> &$crate::flags::NodeFlags {
+                &self.node
+            }
+
+            fn addresses(&self) -> $crate::cli::Addresses {
+                $crate::cli::Addresses {
+                    grpc: self.listen,
+                    admin: self.admin_listen,
+                    metrics: self.metrics_listen,
+                    http: self.http_listen,
+                }
+            }
+        }
+    };
+}
+
+/// The whole `main` of a node binary: parse the settings ([`parse_or_exit`]), set up logging
+/// and span export, then [`serve_node`] with `prepare` and `run`; export is flushed on the
+/// way out.
+pub async fn node_main<C, P, Fut>(
+    prepare: impl FnOnce(C) -> anyhow::Result<P>,
+    run: impl FnOnce(P, Listeners) -> Fut,
+) -> ExitCode
+where
+    C: NodeConfig,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let config: C = parse_or_exit(C::PREFIX);
+    let flags = config.flags();
+    let telemetry = match init_telemetry(
+        &flags.log_format,
+        flags.otlp_endpoint.as_deref(),
+        C::SERVICE,
+        C::BINARY,
+    ) {
+        Ok(t) => t,
+        Err(status) => return status,
+    };
+    let addresses = config.addresses();
+    let status = serve_node(C::BINARY, C::PREFIX, config, addresses, prepare, run).await;
+    if let Some(t) = telemetry {
+        t.shutdown().await;
+    }
+    status
+}
+
 /// A node binary from its settings on: everything that can be wrong with the configuration is
 /// found by `prepare` before a port is bound; then the listeners are bound and `run` serves on
 /// them until SIGTERM or Ctrl-C. Configuration and binding errors exit with status 64, a
@@ -90,10 +160,14 @@ where
     }
 }
 
-/// Parses flags and environment; on a bad value prints clap's message, which names the flag
-/// and its environment twin, and exits with status 64 before anything is bound.
-pub fn parse_or_exit<T: Parser>() -> T {
-    match T::try_parse() {
+/// Parses flags and environment, each flag's twin named `<prefix>_<FLAG>`
+/// ([`crate::flags::with_env_twins`]); on a bad value prints clap's message, which names the
+/// flag and its environment twin, and exits with status 64 before anything is bound.
+pub fn parse_or_exit<T: Parser>(prefix: &str) -> T {
+    let parsed = crate::flags::with_env_twins(T::command(), prefix)
+        .try_get_matches()
+        .and_then(|matches| T::from_arg_matches(&matches));
+    match parsed {
         Ok(config) => config,
         Err(e) => {
             let code = match e.kind() {

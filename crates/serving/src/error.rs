@@ -62,7 +62,12 @@ impl From<ServeError> for Status {
             ServeError::UnknownModel { .. } | ServeError::UnknownVersion { .. } => {
                 Status::not_found(message)
             }
-            ServeError::Batch(BatchError::QueueFull(_)) => Status::resource_exhausted(message),
+            ServeError::Batch(
+                BatchError::QueueFull(_)
+                | BatchError::QueueTooLong { .. }
+                | BatchError::WouldMiss { .. }
+                | BatchError::Expired(_),
+            ) => Status::resource_exhausted(message),
             ServeError::Batch(BatchError::Stopped) => Status::unavailable(message),
             ServeError::Batch(BatchError::Model(_)) => Status::internal(message),
             ServeError::Batch(BatchError::Overflow) => Status::invalid_argument(message),

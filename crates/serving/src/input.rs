@@ -15,7 +15,7 @@ pub const DEFAULT_MAX_IMAGE_BYTES: usize = 4 << 20;
 
 /// Decoded image dimensions above this are refused before any pixel buffer is allocated, so a
 /// small file declaring a huge image (a decompression bomb) costs nothing.
-const MAX_IMAGE_SIDE: u32 = 8192;
+pub const DEFAULT_MAX_IMAGE_SIDE: u32 = 8192;
 
 /// What a model takes as one input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,6 +120,8 @@ pub enum InputError {
 pub struct InputLimits {
     /// Largest encoded image, in bytes.
     pub max_image_bytes: usize,
+    /// Largest image width or height, in pixels.
+    pub max_image_side: u32,
     /// Most rows in one Open Inference Protocol request.
     pub max_batch_rows: usize,
 }
@@ -128,6 +130,7 @@ impl Default for InputLimits {
     fn default() -> Self {
         Self {
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            max_image_side: DEFAULT_MAX_IMAGE_SIDE,
             max_batch_rows: 1024,
         }
     }
@@ -267,8 +270,8 @@ pub fn decode_image(
         .with_guessed_format()
         .map_err(|e| InputError::Undecodable(e.to_string()))?;
     let mut image_limits = Limits::default();
-    image_limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    image_limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    image_limits.max_image_width = Some(limits.max_image_side);
+    image_limits.max_image_height = Some(limits.max_image_side);
     image_limits.max_alloc = Some(256 << 20);
     reader.limits(image_limits);
     let image = reader

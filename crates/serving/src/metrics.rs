@@ -31,6 +31,10 @@ use tokio::net::TcpListener;
 use edgeinfer_model::ModelMetadata;
 
 use crate::answer::{Reason, Tier};
+use crate::throttle::Throttle;
+
+/// How often refusals may be logged.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 pub mod triton;
 
@@ -79,6 +83,8 @@ pub struct BatcherMetrics {
     pub rejected: Counter,
     /// Requests dropped before compute because their caller had gone.
     pub cancelled: Counter,
+    /// Requests dropped before compute because their time ran out in the queue.
+    pub expired: Counter,
     /// Triton's figures of the model (executions, inferences, queue and compute time).
     pub triton: TritonMetrics,
 }
@@ -96,6 +102,8 @@ pub struct Metrics {
     pub batcher: BatcherMetrics,
     /// Triton's figures of the node's model (shared with `batcher.triton`).
     pub triton: TritonMetrics,
+    /// Refusals are logged at most once a second, each line with the count it stands for.
+    refusal_log: Arc<Throttle>,
 }
 
 impl Metrics {
@@ -110,6 +118,7 @@ impl Metrics {
             failures: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             triton: triton.clone(),
+            refusal_log: Arc::new(Throttle::new(REFUSAL_LOG_INTERVAL)),
             batcher: BatcherMetrics {
                 triton,
                 queue_depth,
@@ -118,6 +127,7 @@ impl Metrics {
                 compute_seconds: latency_histogram(),
                 rejected: Counter::default(),
                 cancelled: Counter::default(),
+                expired: Counter::default(),
             },
         };
         registry.register(
@@ -157,13 +167,18 @@ impl Metrics {
         );
         registry.register(
             "queue_rejected",
-            "Requests refused because the model's queue was full",
+            "Requests refused at once by the model's queue: full, too long a wait, or an answer expected after the deadline",
             m.batcher.rejected.clone(),
         );
         registry.register(
             "queue_cancelled",
             "Requests dropped before compute because their caller had gone",
             m.batcher.cancelled.clone(),
+        );
+        registry.register(
+            "queue_expired",
+            "Requests dropped before compute because their time ran out in the queue",
+            m.batcher.expired.clone(),
         );
         m
     }
@@ -188,6 +203,21 @@ impl Metrics {
             .observe(seconds);
         self.triton
             .succeeded(Duration::try_from_secs_f64(seconds).unwrap_or_default());
+    }
+
+    /// Counts one refused request and logs it, throttled: under overload refusals come by the
+    /// thousand a second, and a line each would spend the CPU the node is short of.
+    pub fn refused(&self, status: &tonic::Status) {
+        self.failed(status.code());
+        if let Some(count) = self.refusal_log.event() {
+            tracing::info!(
+                code = ?status.code(),
+                message = status.message(),
+                count,
+                "refused {count} request(s) since the last such line (at most one a second); \
+                 the latest"
+            );
+        }
     }
 
     /// Counts one refused request.

@@ -77,9 +77,15 @@ pub struct VersionStats {
 }
 
 impl Served {
-    /// Scores one input on this version, counting it in [`Served::stats`].
-    pub async fn classify(&self, input: Vec<f32>) -> Result<Scored, BatchError> {
-        let result = self.batcher.classify(input).await;
+    /// Scores one input on this version, to be answered before `deadline` (the batcher
+    /// refuses it at once when it would not be), counting it in [`Served::stats`].
+    pub async fn classify(
+        &self,
+        input: Vec<f32>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Scored, BatchError> {
+        let deadline = deadline.map(tokio::time::Instant::into_std);
+        let result = self.batcher.classify(input, deadline).await;
         let s = &self.stats;
         let nanos = |d: std::time::Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
         match &result {
@@ -426,14 +432,14 @@ mod tests {
         });
         slot.swap_in(new, Source::Upload, None).unwrap();
         // The old model still answers the request that holds it, with its own result.
-        let scored = before.classify(vec![0.0, 0.0]).await.unwrap();
+        let scored = before.classify(vec![0.0, 0.0], None).await.unwrap();
         assert_eq!(scored.probabilities, vec![1.0, 0.0]);
         assert_eq!(before.stats.success.load(Ordering::Relaxed), 1);
         assert!(before.stats.last_ms.load(Ordering::Relaxed) > 0);
         assert_eq!(before.model_ref, "m@1");
         let after = slot.current();
         assert_eq!(after.model_ref, "m@2");
-        let scored = after.classify(vec![0.0, 0.0]).await.unwrap();
+        let scored = after.classify(vec![0.0, 0.0], None).await.unwrap();
         assert_eq!(scored.probabilities, vec![0.0, 1.0]);
         // Counted on the version that answered, not on the other.
         assert_eq!(after.stats.success.load(Ordering::Relaxed), 1);

@@ -17,21 +17,27 @@ use tracing::Instrument;
 use crate::answer::Placement;
 use crate::error::ServeError;
 use crate::input::decode_native;
+use crate::limits::Gate;
 use crate::node::{Call, Node, fresh_id, input_spec, model_info, request_deadline};
-
-/// Frames of one `InferStream` worked on at once; more wait for a slot, which pushes back on
-/// the client through HTTP/2 flow control instead of queueing without bound.
-const STREAM_CONCURRENCY: usize = 32;
 
 /// The native inference service of a node.
 pub struct NativeService<N> {
     node: Arc<N>,
+    gate: Gate,
+    /// Frames of one `InferStream` worked on at once; more wait for a slot, which pushes back
+    /// on the client through HTTP/2 flow control instead of queueing without bound.
+    stream_frames: usize,
 }
 
 impl<N> NativeService<N> {
-    /// Serves `node`.
-    pub fn new(node: Arc<N>) -> Self {
-        Self { node }
+    /// Serves `node`, admitting requests through `gate`, answering at most `stream_frames`
+    /// frames of one stream at once.
+    pub fn new(node: Arc<N>, gate: Gate, stream_frames: usize) -> Self {
+        Self {
+            node,
+            gate,
+            stream_frames: stream_frames.max(1),
+        }
     }
 }
 
@@ -112,8 +118,7 @@ pub async fn answer<N: Node + ?Sized>(
             }
             Err(e) => {
                 let status = Status::from(e);
-                node.metrics().failed(status.code());
-                tracing::info!(code = ?status.code(), message = status.message(), "refused");
+                node.metrics().refused(&status);
                 Err(status)
             }
         }
@@ -131,6 +136,10 @@ impl<N: Node> Inference for NativeService<N> {
         request: Request<InferRequest>,
     ) -> Result<Response<InferResponse>, Status> {
         let received = Instant::now();
+        let _place = self
+            .gate
+            .enter()
+            .inspect_err(|s| self.node.metrics().refused(s))?;
         let deadline = request_deadline(&request);
         answer(&*self.node, request.into_inner(), received, deadline)
             .await
@@ -143,11 +152,18 @@ impl<N: Node> Inference for NativeService<N> {
         &self,
         request: Request<Streaming<InferRequest>>,
     ) -> Result<Response<Self::InferStreamStream>, Status> {
+        // An open stream takes one place at the gate, for as long as it is open.
+        let place = self
+            .gate
+            .enter()
+            .inspect_err(|s| self.node.metrics().refused(s))?;
         let mut frames = request.into_inner();
-        let (tx, rx) = mpsc::channel(STREAM_CONCURRENCY);
+        let (tx, rx) = mpsc::channel(self.stream_frames);
         let node = self.node.clone();
+        let stream_frames = self.stream_frames;
         tokio::spawn(async move {
-            let slots = Arc::new(Semaphore::new(STREAM_CONCURRENCY));
+            let _place = place;
+            let slots = Arc::new(Semaphore::new(stream_frames));
             while let Some(frame) = frames.next().await {
                 let frame = match frame {
                     Ok(f) => f,

@@ -35,6 +35,19 @@ pub struct Call {
     pub deadline: Option<Duration>,
 }
 
+impl Call {
+    /// When the call's time ends: the earlier of its own budget and its gRPC deadline; `None`
+    /// when it set neither.
+    pub fn ends(&self) -> Option<Instant> {
+        let budget = (self.budget_ms > 0).then(|| Duration::from_millis(self.budget_ms.into()));
+        [budget, self.deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|d| self.received + d)
+    }
+}
+
 /// A server node: its models and how it answers a call.
 #[tonic::async_trait]
 pub trait Node: Send + Sync + 'static {

@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status};
 use crate::answer::{Answer, Placement};
 use crate::error::ServeError;
 use crate::input::decode_oip;
+use crate::limits::Gate;
 use crate::node::{Call, Node, fresh_id, input_spec, request_deadline};
 
 /// Name of the input tensor.
@@ -40,14 +41,17 @@ pub const OUTPUT_NAME: &str = "probabilities";
 pub struct OipService<N> {
     node: Arc<N>,
     server_name: String,
+    gate: Gate,
 }
 
 impl<N> OipService<N> {
-    /// Serves `node`, calling itself `server_name` in `ServerMetadata`.
-    pub fn new(node: Arc<N>, server_name: impl Into<String>) -> Self {
+    /// Serves `node`, calling itself `server_name` in `ServerMetadata`, admitting inference
+    /// requests through `gate`.
+    pub fn new(node: Arc<N>, server_name: impl Into<String>, gate: Gate) -> Self {
         Self {
             node,
             server_name: server_name.into(),
+            gate,
         }
     }
 
@@ -361,6 +365,10 @@ impl<N: Node> GrpcInferenceService for OipService<N> {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let received = Instant::now();
+        let _place = self
+            .gate
+            .enter()
+            .inspect_err(|s| self.node.metrics().refused(s))?;
         let deadline = request_deadline(&request);
         let request = request.into_inner();
         let span =
@@ -374,7 +382,7 @@ impl<N: Node> GrpcInferenceService for OipService<N> {
             Ok(r) => Ok(Response::new(r)),
             Err(e) => {
                 let status = Status::from(e);
-                self.node.metrics().failed(status.code());
+                self.node.metrics().refused(&status);
                 Err(status)
             }
         }

@@ -41,19 +41,21 @@ use tower::ServiceExt;
 
 use crate::auth::BearerAuthLayer;
 use crate::error::http_status;
+use crate::limits::{Gate, ServerLimits};
 use crate::node::Node;
 use crate::oip::OipService;
 use crate::oip_json::{self, HEADER_LENGTH};
 
-/// Time a client has to complete the TLS handshake, and to send a request's headers, before
-/// its connection is closed: an idle half-open connection must not hold a task for ever.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Settings of the HTTP listener.
 #[derive(Clone)]
 pub struct HttpSettings {
-    /// Largest request body read, in bytes (the node's `--max-message-bytes`).
-    pub max_body_bytes: usize,
+    /// The node's limits: the largest request body read (`--max-message-bytes`), and the time
+    /// a client has to complete the TLS handshake and to send a request's head before its
+    /// connection is closed (`--connection-timeout-ms`: an idle half-open connection must not
+    /// hold a task for ever).
+    pub limits: ServerLimits,
+    /// The node's gate on inference requests in progress, shared with its gRPC listener.
+    pub gate: Gate,
     /// The data-plane token rule, the gRPC listener's.
     pub auth: BearerAuthLayer,
     /// TLS, from the same files as the gRPC listener; `None` for plaintext.
@@ -77,10 +79,15 @@ struct ModelPath {
 }
 
 /// The routes of the OIP HTTP binding over `node`; `server_name` is what `GET /v2` reports.
-pub fn router<N: Node>(node: Arc<N>, server_name: &str, max_body_bytes: usize) -> Router {
+pub fn router<N: Node>(
+    node: Arc<N>,
+    server_name: &str,
+    max_body_bytes: usize,
+    gate: Gate,
+) -> Router {
     let shared = Arc::new(Shared {
         max_batch_rows: node.limits().max_batch_rows,
-        oip: OipService::new(node, server_name),
+        oip: OipService::new(node, server_name, gate),
         max_body_bytes,
     });
     Router::new()
@@ -358,7 +365,13 @@ pub async fn serve_http<N: Node>(
     settings: HttpSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let routes = router(node, server_name, settings.max_body_bytes);
+    let routes = router(
+        node,
+        server_name,
+        settings.limits.max_message_bytes,
+        settings.gate.clone(),
+    );
+    let handshake_timeout = settings.limits.connection_timeout;
     let auth = settings.auth.clone();
     // The token is checked before routing: nothing runs for a request without a valid one.
     let service = tower::service_fn(move |req: Request<Incoming>| {
@@ -398,7 +411,7 @@ pub async fn serve_http<N: Node>(
         tokio::spawn(async move {
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT);
+                .header_read_timeout(handshake_timeout);
             let result = match acceptor {
                 None => {
                     watcher
@@ -406,7 +419,7 @@ pub async fn serve_http<N: Node>(
                         .await
                 }
                 Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             watcher
                                 .watch(http.serve_connection(TokioIo::new(tls), service))

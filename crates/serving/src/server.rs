@@ -15,6 +15,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::auth::BearerAuthLayer;
+use crate::limits::{Gate, ServerLimits};
 use crate::native::NativeService;
 use crate::node::Node;
 use crate::oip::OipService;
@@ -38,42 +39,58 @@ pub struct Listeners {
     pub http: Option<TcpListener>,
 }
 
-/// The services every node serves: the native API and the Open Inference Protocol, with the
-/// service names health checks report on.
+/// The services every node serves: the native API and the Open Inference Protocol, admitting
+/// inference requests through `gate`, with the service names health checks report on.
 pub fn node_routes<N: Node>(
     node: Arc<N>,
     server_name: &str,
-    max_message_bytes: usize,
+    limits: &ServerLimits,
+    gate: &Gate,
 ) -> (RoutesBuilder, Vec<&'static str>) {
+    let bytes = limits.max_message_bytes;
     let mut routes = RoutesBuilder::default();
     routes
         .add_service(
-            InferenceServer::new(NativeService::new(node.clone()))
-                .max_decoding_message_size(max_message_bytes)
-                .max_encoding_message_size(max_message_bytes),
+            InferenceServer::new(NativeService::new(
+                node.clone(),
+                gate.clone(),
+                limits.max_stream_frames,
+            ))
+            .max_decoding_message_size(bytes)
+            .max_encoding_message_size(bytes),
         )
         .add_service(
-            GrpcInferenceServiceServer::new(OipService::new(node, server_name))
-                .max_decoding_message_size(max_message_bytes)
-                .max_encoding_message_size(max_message_bytes),
+            GrpcInferenceServiceServer::new(OipService::new(node, server_name, gate.clone()))
+                .max_decoding_message_size(bytes)
+                .max_encoding_message_size(bytes),
         );
     (routes, vec![service_names::INFERENCE, service_names::OIP])
 }
 
-/// Serves `routes` plus health and reflection on `listener`, over TLS when `tls` is set, until
-/// `shutdown` completes; `auth` guards every service but health and reflection. On shutdown it
-/// reports NOT_SERVING, stops accepting, and returns once in-flight requests are answered.
-/// `trace` makes each request's span and names the listener in logs ("edge", "edge-admin",
-/// "cloud").
+/// How a gRPC listener admits connections and calls.
+#[derive(Clone)]
+pub struct GrpcSettings {
+    /// Guards every service but health and reflection.
+    pub auth: BearerAuthLayer,
+    /// TLS; `None` for plaintext.
+    pub tls: Option<ServerTlsConfig>,
+    /// Streams per connection, call time, idle connections.
+    pub limits: ServerLimits,
+}
+
+/// Serves `routes` plus health and reflection on `listener` with `settings`, until `shutdown`
+/// completes. On shutdown it reports NOT_SERVING, stops accepting, and returns once in-flight
+/// requests are answered. `trace` makes each request's span and names the listener in logs
+/// ("edge", "edge-admin", "cloud").
 pub async fn serve(
     trace: TraceContextLayer,
     listener: TcpListener,
     mut routes: RoutesBuilder,
     service_names: Vec<&'static str>,
-    auth: BearerAuthLayer,
-    tls: Option<ServerTlsConfig>,
+    settings: GrpcSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let GrpcSettings { auth, tls, limits } = settings;
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in service_names.iter().copied().chain([""]) {
         reporter
@@ -108,7 +125,11 @@ pub async fn serve(
         );
     // Small messages dominate: without TCP_NODELAY, Nagle and delayed ACKs add tens of ms.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut server = Server::builder();
+    let mut server = Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .timeout(limits.request_timeout)
+        .http2_keepalive_interval(Some(limits.connection_timeout))
+        .http2_keepalive_timeout(Some(limits.connection_timeout));
     match tls {
         Some(tls) => server = server.tls_config(tls)?,
         None => tracing::warn!(

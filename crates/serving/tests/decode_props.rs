@@ -24,6 +24,7 @@ fn limits() -> InputLimits {
     InputLimits {
         max_image_bytes: 64 << 10,
         max_batch_rows: 8,
+        ..InputLimits::default()
     }
 }
 

@@ -9,6 +9,7 @@ use edgeinfer_serving::answer::{Answer, Reason, Tier, Timing};
 use edgeinfer_serving::auth::BearerAuthLayer;
 use edgeinfer_serving::batcher::BatchError;
 use edgeinfer_serving::error::ServeError;
+use edgeinfer_serving::limits::{Gate, ServerLimits};
 use edgeinfer_serving::metrics::Metrics;
 use edgeinfer_serving::node::{Call, Node};
 use edgeinfer_serving::oip_http::{HttpSettings, serve_http};
@@ -97,7 +98,11 @@ async fn start(token: Option<&str>, max_body_bytes: usize) -> Server {
     let node = Arc::new(FakeNode::new());
     let (stop, stopped) = oneshot::channel::<()>();
     let settings = HttpSettings {
-        max_body_bytes,
+        limits: ServerLimits {
+            max_message_bytes: max_body_bytes,
+            ..ServerLimits::default()
+        },
+        gate: Gate::default(),
         auth: BearerAuthLayer::new(token.map(String::from)),
         tls: None,
     };
