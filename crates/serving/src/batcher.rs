@@ -49,8 +49,8 @@ pub struct BatcherConfig {
 impl Default for BatcherConfig {
     fn default() -> Self {
         Self {
-            max_batch: 64,
-            max_queue: 1024,
+            max_batch: DEFAULT_MAX_BATCH,
+            max_queue: DEFAULT_MAX_QUEUE,
             max_queue_wait: DEFAULT_MAX_QUEUE_WAIT,
             max_queue_delay: Duration::ZERO,
             workers: thread::available_parallelism().map_or(1, |n| n.get()),
@@ -59,12 +59,20 @@ impl Default for BatcherConfig {
     }
 }
 
-/// Default of [`BatcherConfig::inline_below`]: the edge MLP's passes (2 to 16 µs here, int8
-/// to q4_0) run inline, the cloud CNN's (about 150 µs) on the workers.
+/// Default of [`BatcherConfig::max_batch`].
+pub const DEFAULT_MAX_BATCH: usize = 64;
+
+/// Default of [`BatcherConfig::max_queue`].
+pub const DEFAULT_MAX_QUEUE: usize = 1024;
+
+/// Default of [`BatcherConfig::inline_below`]: the edge MLP's passes (2 to 18 µs at batch 1,
+/// int8 to q4_0, `cargo bench --bench model_forward`) run inline, the cloud CNN's (154 µs) on
+/// the workers.
 pub const DEFAULT_INLINE_BELOW: Duration = Duration::from_micros(25);
 
-/// Default of [`BatcherConfig::max_queue_wait`]: ten times a 5G cloud round trip, and more
-/// than any budget the policy's default leaves.
+/// Default of [`BatcherConfig::max_queue_wait`]: five times the edge's default budget: a
+/// bound for requests that set no deadline (at the cloud, calls without a gRPC deadline), far
+/// above what any budgeted request can wait.
 pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_millis(500);
 
 impl BatcherConfig {
@@ -334,12 +342,8 @@ impl Batcher {
         let started = Instant::now();
         let result = score_one(&*self.model, input);
         let compute = started.elapsed();
-        ewma(&self.estimates.single_ns, compute.as_nanos() as u64);
-        self.metrics.batch_size.observe(1.0);
-        self.metrics.compute_seconds.observe(compute.as_secs_f64());
-        self.metrics.queue_seconds.observe(0.0);
-        self.metrics.triton.executed(1, compute);
-        self.metrics.triton.queued(Duration::ZERO);
+        record_pass(&self.metrics, &self.estimates, 1, compute);
+        record_queued(&self.metrics, Duration::ZERO);
         result.map(|probabilities| Scored {
             probabilities,
             queue: Duration::ZERO,
@@ -377,6 +381,26 @@ impl Batcher {
             Duration::from_nanos((wait + batch) as u64),
         )
     }
+}
+
+/// Records a forward pass of `n` requests that took `compute`, on a worker or inline: the
+/// metrics, and the estimates admission and the inline decision read.
+fn record_pass(metrics: &BatcherMetrics, estimates: &Estimates, n: usize, compute: Duration) {
+    metrics.batch_size.observe(n as f64);
+    metrics.compute_seconds.observe(compute.as_secs_f64());
+    metrics.triton.executed(n, compute);
+    let nanos = compute.as_nanos() as u64;
+    ewma(&estimates.batch_ns, nanos);
+    ewma(&estimates.item_ns, nanos / n as u64);
+    if n == 1 {
+        ewma(&estimates.single_ns, nanos);
+    }
+}
+
+/// Records the time one request waited for its pass.
+fn record_queued(metrics: &BatcherMetrics, queue: Duration) {
+    metrics.queue_seconds.observe(queue.as_secs_f64());
+    metrics.triton.queued(queue);
 }
 
 /// One request's forward pass on its own (inline, or after its batch gave non-finite outputs):
@@ -434,31 +458,24 @@ impl Worker {
     fn compute(&self, batch: &mut Vec<Job>) {
         // Callers that gave up (cancellation) and requests whose time ran out in the queue are
         // not computed for.
-        let before = batch.len();
         let now = Instant::now();
-        let mut expired = 0u64;
+        let (mut cancelled, mut expired) = (0u64, 0u64);
         for job in std::mem::take(batch) {
             if job.reply.is_closed() {
-                continue;
-            }
-            if job.expires <= now {
+                cancelled += 1;
+                self.estimates.in_flight.fetch_sub(1, Ordering::Relaxed);
+            } else if job.expires <= now {
                 expired += 1;
+                // Out of the count before the caller hears, as for an answer.
+                self.estimates.in_flight.fetch_sub(1, Ordering::Relaxed);
                 let waited = now.saturating_duration_since(job.enqueued);
                 let _ = job.reply.send(Err(BatchError::Expired(waited)));
-                continue;
+            } else {
+                batch.push(job);
             }
-            batch.push(job);
         }
-        if expired > 0 {
-            self.metrics.expired.inc_by(expired);
-        }
-        let dropped = before - batch.len();
-        if dropped > 0 {
-            self.estimates
-                .in_flight
-                .fetch_sub(dropped, Ordering::Relaxed);
-            self.metrics.cancelled.inc_by(dropped as u64 - expired);
-        }
+        self.metrics.cancelled.inc_by(cancelled);
+        self.metrics.expired.inc_by(expired);
         if batch.is_empty() {
             return;
         }
@@ -471,15 +488,7 @@ impl Worker {
         let started = Instant::now();
         let result = self.model.classify(&inputs, n);
         let compute = started.elapsed();
-        self.metrics.batch_size.observe(n as f64);
-        self.metrics.compute_seconds.observe(compute.as_secs_f64());
-        self.metrics.triton.executed(n, compute);
-        let nanos = compute.as_nanos() as u64;
-        ewma(&self.estimates.batch_ns, nanos);
-        ewma(&self.estimates.item_ns, nanos / n as u64);
-        if n == 1 {
-            ewma(&self.estimates.single_ns, nanos);
-        }
+        record_pass(&self.metrics, &self.estimates, n, compute);
         let classes = self.model.metadata().labels.len();
         let rows: Vec<Result<Vec<f32>, BatchError>> = match result {
             Ok(probs) if probs.len() == n * classes => {
@@ -504,8 +513,7 @@ impl Worker {
         };
         for (job, row) in batch.drain(..).zip(rows) {
             let queue = started.saturating_duration_since(job.enqueued);
-            self.metrics.queue_seconds.observe(queue.as_secs_f64());
-            self.metrics.triton.queued(queue);
+            record_queued(&self.metrics, queue);
             let answer = row.map(|probabilities| Scored {
                 probabilities,
                 queue,

@@ -17,9 +17,17 @@ use tonic::transport::ServerTlsConfig;
 use crate::auth::{TokenError, token_setting};
 use crate::tls::{self, HttpTlsConfig, TlsError};
 
-use crate::batcher::{BatcherConfig, DEFAULT_INLINE_BELOW, DEFAULT_MAX_QUEUE_WAIT};
-use crate::input::{DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_SIDE, InputLimits};
-use crate::limits::ServerLimits;
+use crate::batcher::{
+    BatcherConfig, DEFAULT_INLINE_BELOW, DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_QUEUE_WAIT,
+};
+use crate::input::{
+    DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_SIDE, InputLimits,
+};
+use crate::limits::{
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_STREAM_FRAMES,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION, DEFAULT_REQUEST_TIMEOUT, ServerLimits,
+};
 use crate::server::DEFAULT_MAX_MESSAGE_BYTES;
 
 /// The settings every node has.
@@ -57,12 +65,12 @@ pub struct NodeFlags {
     pub tls_client_ca: Option<PathBuf>,
 
     /// Most requests in one forward pass.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096), help_heading = "Batching")]
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=4096), help_heading = "Batching")]
     pub max_batch: u32,
 
     /// Most requests waiting for the model; more are refused at once (the edge sends them to
     /// the cloud when the budget allows).
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Batching")]
+    #[arg(long, default_value_t = DEFAULT_MAX_QUEUE as u32, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Batching")]
     pub max_queue: u32,
 
     /// Longest a request may wait for the model, in milliseconds: one expected to wait longer
@@ -92,20 +100,20 @@ pub struct NodeFlags {
     /// Most inference requests in progress at once on this node (gRPC and HTTP together;
     /// an open `InferStream` counts as one); more are refused with RESOURCE_EXHAUSTED (HTTP
     /// 429) at once.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
+    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS as u32, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
     pub max_concurrent_requests: u32,
 
     /// Most HTTP/2 streams (calls) a client may open at once on one gRPC connection.
-    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
+    #[arg(long, default_value_t = DEFAULT_MAX_STREAMS_PER_CONNECTION, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
     pub max_streams_per_connection: u32,
 
     /// Most frames of one `InferStream` being answered at once; the stream reads no further
     /// frames until one is answered.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536), help_heading = "Limits")]
+    #[arg(long, default_value_t = DEFAULT_MAX_STREAM_FRAMES as u32, value_parser = clap::value_parser!(u32).range(1..=65536), help_heading = "Limits")]
     pub max_stream_frames: u32,
 
     /// Most rows (batch entries) in one Open Inference Protocol request.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_ROWS as u32, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
     pub max_oip_rows: u32,
 
     /// Largest encoded image accepted, in bytes.
@@ -117,13 +125,13 @@ pub struct NodeFlags {
     pub max_image_side: u32,
 
     /// Most time any call may take, in milliseconds, whatever deadline its client set.
-    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Limits")]
+    #[arg(long, default_value_t = DEFAULT_REQUEST_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Limits")]
     pub request_timeout_ms: u64,
 
     /// Connection liveness, in milliseconds: an idle HTTP/2 connection is pinged this often
     /// and closed when the ping is not answered within as long again; a TLS handshake or an
     /// HTTP/1 request head must arrive within it too.
-    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..), help_heading = "Limits")]
+    #[arg(long, default_value_t = DEFAULT_CONNECTION_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(100..), help_heading = "Limits")]
     pub connection_timeout_ms: u64,
 
     /// Milliseconds between checks of the --model file for changes, which are loaded and

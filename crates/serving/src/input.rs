@@ -17,6 +17,10 @@ pub const DEFAULT_MAX_IMAGE_BYTES: usize = 4 << 20;
 /// small file declaring a huge image (a decompression bomb) costs nothing.
 pub const DEFAULT_MAX_IMAGE_SIDE: u32 = 8192;
 
+/// Default of [`InputLimits::max_batch_rows`]: most rows in one Open Inference Protocol
+/// request.
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 1024;
+
 /// What a model takes as one input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InputSpec {
@@ -131,7 +135,7 @@ impl Default for InputLimits {
         Self {
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             max_image_side: DEFAULT_MAX_IMAGE_SIDE,
-            max_batch_rows: 1024,
+            max_batch_rows: DEFAULT_MAX_BATCH_ROWS,
         }
     }
 }

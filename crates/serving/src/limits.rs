@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
+use crate::metrics::Metrics;
 use crate::server::DEFAULT_MAX_MESSAGE_BYTES;
 
 /// Limits of a node's gRPC and HTTP listeners.
@@ -30,15 +31,26 @@ pub struct ServerLimits {
     pub connection_timeout: Duration,
 }
 
+/// Default of [`ServerLimits::max_concurrent_requests`].
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 4096;
+/// Default of [`ServerLimits::max_streams_per_connection`].
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 2048;
+/// Default of [`ServerLimits::max_stream_frames`].
+pub const DEFAULT_MAX_STREAM_FRAMES: usize = 64;
+/// Default of [`ServerLimits::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`ServerLimits::connection_timeout`].
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            max_concurrent_requests: 4096,
-            max_streams_per_connection: 2048,
-            max_stream_frames: 64,
-            request_timeout: Duration::from_secs(30),
-            connection_timeout: Duration::from_secs(20),
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            max_stream_frames: DEFAULT_MAX_STREAM_FRAMES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
         }
     }
 }
@@ -62,14 +74,16 @@ impl Gate {
     }
 
     /// A place for one request, held until it is answered; RESOURCE_EXHAUSTED naming the
-    /// limit when every place is taken.
-    pub fn enter(&self) -> Result<OwnedSemaphorePermit, Status> {
+    /// limit when every place is taken, counted and logged as a refusal in `metrics`.
+    pub fn enter(&self, metrics: &Metrics) -> Result<OwnedSemaphorePermit, Status> {
         self.permits.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
+            let status = Status::resource_exhausted(format!(
                 "{} inference requests are in progress, this node's limit \
                  (--max-concurrent-requests); retry later",
                 self.limit
-            ))
+            ));
+            metrics.refused(&status);
+            status
         })
     }
 }
@@ -85,18 +99,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_gate_refuses_past_its_limit_and_reopens() {
+    fn the_gate_refuses_past_its_limit_counts_it_and_reopens() {
+        let metrics = Metrics::unregistered(&edgeinfer_model::ModelMetadata {
+            name: "m".into(),
+            version: "1".into(),
+            task: "t".into(),
+            architecture: "a".into(),
+            input_shape: vec![1],
+            labels: vec!["x".into()],
+            temperature: 1.0,
+            test_accuracy: 0.0,
+            quantization: "f32".into(),
+        });
         let gate = Gate::new(2);
-        let a = gate.enter().unwrap();
-        let _b = gate.enter().unwrap();
-        let refused = gate.enter().unwrap_err();
+        let a = gate.enter(&metrics).unwrap();
+        let _b = gate.enter(&metrics).unwrap();
+        let refused = gate.enter(&metrics).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(
             refused.message().contains("--max-concurrent-requests"),
             "{}",
             refused.message()
         );
+        let counted = metrics
+            .failures
+            .get_or_create(&crate::metrics::CodeLabels {
+                code: "RESOURCE_EXHAUSTED",
+            })
+            .get();
+        assert_eq!(counted, 1, "the refusal is counted");
         drop(a);
-        assert!(gate.enter().is_ok(), "a freed place is given again");
+        assert!(gate.enter(&metrics).is_ok(), "a freed place is given again");
     }
 }

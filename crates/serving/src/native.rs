@@ -136,10 +136,7 @@ impl<N: Node> Inference for NativeService<N> {
         request: Request<InferRequest>,
     ) -> Result<Response<InferResponse>, Status> {
         let received = Instant::now();
-        let _place = self
-            .gate
-            .enter()
-            .inspect_err(|s| self.node.metrics().refused(s))?;
+        let _place = self.gate.enter(self.node.metrics())?;
         let deadline = request_deadline(&request);
         answer(&*self.node, request.into_inner(), received, deadline)
             .await
@@ -153,10 +150,7 @@ impl<N: Node> Inference for NativeService<N> {
         request: Request<Streaming<InferRequest>>,
     ) -> Result<Response<Self::InferStreamStream>, Status> {
         // An open stream takes one place at the gate, for as long as it is open.
-        let place = self
-            .gate
-            .enter()
-            .inspect_err(|s| self.node.metrics().refused(s))?;
+        let place = self.gate.enter(self.node.metrics())?;
         let mut frames = request.into_inner();
         let (tx, rx) = mpsc::channel(self.stream_frames);
         let node = self.node.clone();

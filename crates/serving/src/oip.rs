@@ -365,10 +365,7 @@ impl<N: Node> GrpcInferenceService for OipService<N> {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let received = Instant::now();
-        let _place = self
-            .gate
-            .enter()
-            .inspect_err(|s| self.node.metrics().refused(s))?;
+        let _place = self.gate.enter(self.node.metrics())?;
         let deadline = request_deadline(&request);
         let request = request.into_inner();
         let span =
