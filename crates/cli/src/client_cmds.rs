@@ -141,6 +141,8 @@ pub async fn run_infer(args: &InferArgs) -> Result<()> {
             "degraded": response.degraded,
             "model": response.model,
             "edge_confidence": response.edge_confidence,
+            "ood_score": response.ood_score,
+            "out_of_distribution": response.out_of_distribution,
             "probabilities": response.probabilities,
             "timing_us": {
                 "queue": timing.queue_us,
@@ -174,6 +176,14 @@ pub async fn run_infer(args: &InferArgs) -> Result<()> {
         String::new()
     };
     println!("served by    {served_by}, reason {reason}{edge_confidence}");
+    if let Some(score) = response.ood_score {
+        let verdict = if response.out_of_distribution {
+            "unlike the model's training data"
+        } else {
+            "like the model's training data"
+        };
+        println!("input        ood score {score:.3} ({verdict})");
+    }
     println!(
         "degraded     {}",
         if response.degraded {

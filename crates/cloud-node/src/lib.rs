@@ -100,6 +100,7 @@ impl Node for CloudNode {
                 ..Timing::default()
             },
             edge_confidence: 0.0,
+            novelty: scored.novelty,
         })
     }
 

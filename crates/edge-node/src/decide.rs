@@ -147,24 +147,40 @@ pub fn decide(snapshot: &Snapshot, request: &Request, deadline: Instant, now: In
     }
 }
 
-/// The decision once the edge model has answered with `confidence` (steps 4 to 6).
+/// What the edge model said of a request, as the decision needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct EdgeVerdict {
+    /// Its confidence under the policy's metric.
+    pub confidence: f32,
+    /// True when the input is unlike the edge model's training data: its confidence is not
+    /// trusted then, however high.
+    pub unusual: bool,
+}
+
+/// The decision once the edge model has answered (steps 4 to 6): it answers when confident
+/// about an input like its training data; otherwise the cloud is asked when it can be, for
+/// the reason the edge was not trusted.
 pub fn after_edge(
     snapshot: &Snapshot,
     request: &Request,
-    confidence: f32,
+    verdict: EdgeVerdict,
     deadline: Instant,
     now: Instant,
 ) -> Plan {
     let threshold = request.min_confidence.unwrap_or(snapshot.policy.threshold);
-    if confidence >= threshold {
+    let reason = if verdict.unusual {
+        Reason::OutOfDistribution
+    } else if verdict.confidence >= threshold {
         return Plan::Edge(Reason::Confident);
-    }
+    } else {
+        Reason::LowConfidence
+    };
     let time = cloud_time(snapshot, deadline, now);
     match cloud_blocked(snapshot, request, time) {
-        Some(reason) => Plan::Edge(reason),
+        Some(fallback) => Plan::Edge(fallback),
         None => Plan::Cloud {
             timeout: time,
-            reason: Reason::LowConfidence,
+            reason,
             edge_first: false,
         },
     }
@@ -276,6 +292,38 @@ mod tests {
         assert_eq!(decide(&s, &r, d, now), Plan::EdgeThenDecide);
     }
 
+    fn sure(confidence: f32) -> EdgeVerdict {
+        EdgeVerdict {
+            confidence,
+            unusual: false,
+        }
+    }
+
+    #[test]
+    fn an_unusual_input_goes_to_the_cloud_however_confident_the_edge() {
+        let now = Instant::now();
+        let mut s = snapshot();
+        let r = request(now);
+        let d = deadline(&s.policy, &r);
+        let unusual = EdgeVerdict {
+            confidence: 1.0,
+            unusual: true,
+        };
+        assert!(matches!(
+            after_edge(&s, &r, unusual, d, now),
+            Plan::Cloud {
+                reason: Reason::OutOfDistribution,
+                ..
+            }
+        ));
+        // When the cloud cannot be asked, the edge answers, degraded, for the usual reasons.
+        s.circuit = CircuitView::Open;
+        assert_eq!(
+            after_edge(&s, &r, unusual, d, now),
+            Plan::Edge(Reason::CircuitOpen)
+        );
+    }
+
     #[test]
     fn an_unsure_edge_asks_the_cloud_unless_something_blocks_it() {
         let now = Instant::now();
@@ -283,28 +331,28 @@ mod tests {
         let r = request(now);
         let d = deadline(&s.policy, &r);
         assert_eq!(
-            after_edge(&s, &r, 0.95, d, now),
+            after_edge(&s, &r, sure(0.95), d, now),
             Plan::Edge(Reason::Confident)
         );
         assert!(matches!(
-            after_edge(&s, &r, 0.5, d, now),
+            after_edge(&s, &r, sure(0.5), d, now),
             Plan::Cloud {
                 reason: Reason::LowConfidence,
                 ..
             }
         ));
         assert_eq!(
-            after_edge(&s, &r, 0.5, d, now + ms(95)),
+            after_edge(&s, &r, sure(0.5), d, now + ms(95)),
             Plan::Edge(Reason::BudgetTooSmall)
         );
         s.circuit = CircuitView::TrialOut;
         assert_eq!(
-            after_edge(&s, &r, 0.5, d, now),
+            after_edge(&s, &r, sure(0.5), d, now),
             Plan::Edge(Reason::CircuitOpen)
         );
         s.path = None;
         assert_eq!(
-            after_edge(&s, &r, 0.5, d, now),
+            after_edge(&s, &r, sure(0.5), d, now),
             Plan::Edge(Reason::CloudUnavailable)
         );
     }

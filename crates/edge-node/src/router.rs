@@ -246,10 +246,14 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
                 }
                 Plan::EdgeThenDecide => match self.run_edge(call, metric, deadline).await {
                     Ok(view) => {
+                        let verdict = decide::EdgeVerdict {
+                            confidence: view.confidence,
+                            unusual: view.scored.novelty.is_some_and(|n| n.unusual),
+                        };
                         let next = decide::after_edge(
                             &self.snapshot(),
                             &request,
-                            view.confidence,
+                            verdict,
                             deadline,
                             Instant::now(),
                         );
@@ -418,6 +422,7 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
                 ..Timing::default()
             },
             edge_confidence: view.confidence,
+            novelty: view.scored.novelty,
         }
     }
 
@@ -437,6 +442,7 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
             reason,
             degraded: false,
             edge_confidence: edge.map_or(0.0, |e| e.confidence),
+            novelty: edge.map_or(cloud.answer.novelty, |e| e.scored.novelty),
             timing: Timing {
                 queue: edge.map_or(Duration::ZERO, |e| e.scored.queue),
                 edge_compute: edge.map_or(Duration::ZERO, |e| e.scored.compute),

@@ -148,6 +148,7 @@ impl Cloud for FakeCloud {
                         ..Timing::default()
                     },
                     edge_confidence: 0.0,
+                    novelty: None,
                 },
                 transit: Some(Transit {
                     uplink: delay / 2,

@@ -13,6 +13,7 @@ use edgeinfer::v1::infer_request::Input;
 use edgeinfer::v1::inference_client::InferenceClient;
 use edgeinfer::v1::{InferRequest, InferResponse, Pixels, Values};
 use edgeinfer_linksim::{Link, LinkService, Transit};
+use edgeinfer_model::ood::Novelty;
 use edgeinfer_serving::answer::{Answer, Placement, Reason, Tier, Timing};
 use edgeinfer_serving::node::Call;
 
@@ -257,6 +258,10 @@ fn from_wire(r: InferResponse) -> Answer {
             ..Timing::default()
         },
         edge_confidence: 0.0,
+        novelty: r.ood_score.map(|score| Novelty {
+            score,
+            unusual: r.out_of_distribution,
+        }),
     }
 }
 

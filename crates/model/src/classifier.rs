@@ -13,6 +13,7 @@ use candle_nn::VarBuilder;
 
 use crate::files::{self, Int8Layer, ModelFile, ModelFormat, Weights};
 use crate::nets::{self, Architecture, Int8Mlp, Int8Params, QuantizedMlp};
+use crate::ood::Detector;
 use crate::{ModelError, ModelMetadata, threading};
 
 /// A model the servers can run: what it is, and probabilities for a batch of inputs.
@@ -22,6 +23,12 @@ pub trait Classifier: Send + Sync + 'static {
     /// `inputs`: `batch * input_len` floats in \[0,1\], row-major. Returns `batch * labels.len()`
     /// calibrated (temperature-scaled) softmax probabilities, row-major.
     fn classify(&self, inputs: &[f32], batch: usize) -> Result<Vec<f32>, ModelError>;
+
+    /// How unlike its training inputs an input is, when the model file carries a detector
+    /// ([`crate::ood`]).
+    fn ood(&self) -> Option<&Detector> {
+        None
+    }
 }
 
 /// Loads a model file, choosing the format by extension (`.safetensors`, `.gguf`).
@@ -46,6 +53,8 @@ pub struct Model {
     net: Box<dyn Module + Send + Sync>,
     /// The parameters as loaded, kept for saving and quantizing.
     params: Params,
+    /// The training inputs' detector, when the file carries one.
+    ood: Option<Detector>,
 }
 
 /// A model's parameters in [`Architecture::params`] order.
@@ -82,9 +91,10 @@ impl Model {
             metadata,
             architecture,
             weights,
+            ood,
         } = files::parse(bytes, format)?;
-        match weights {
-            Weights::F32(params) => Self::from_f32(metadata, params),
+        let model = match weights {
+            Weights::F32(params) => Self::from_f32(metadata, params)?,
             Weights::Quantized(q) => {
                 let q: Vec<(String, Arc<QTensor>)> =
                     q.into_iter().map(|(n, t)| (n, Arc::new(t))).collect();
@@ -98,12 +108,13 @@ impl Model {
                     w2.clone(),
                     b2.dequantize(&dev)?,
                 )?;
-                Ok(Self {
+                Self {
                     metadata,
                     architecture,
                     net: Box::new(net),
                     params: Params::Quantized(q),
-                })
+                    ood: None,
+                }
             }
             Weights::Int8(layers) => {
                 let [fc1, fc2] = &layers[..] else {
@@ -117,14 +128,16 @@ impl Model {
                     }
                 }
                 let net = Int8Mlp::new(params(fc1), params(fc2))?;
-                Ok(Self {
+                Self {
                     metadata,
                     architecture,
                     net: Box::new(net),
                     params: Params::Int8(layers),
-                })
+                    ood: None,
+                }
             }
-        }
+        };
+        Ok(Self { ood, ..model })
     }
 
     /// A model from f32 parameters in [`Architecture::params`] order (checked here).
@@ -157,6 +170,7 @@ impl Model {
             architecture,
             net,
             params: Params::F32(params),
+            ood: None,
         })
     }
 
@@ -177,6 +191,21 @@ impl Model {
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         Self::from_f32(crate::train::initial_metadata(architecture), params)
+    }
+
+    /// Gives the model an input detector (fitted on its training inputs), or takes it away.
+    pub fn set_ood(&mut self, ood: Option<Detector>) -> Result<(), ModelError> {
+        if let Some(d) = &ood
+            && d.dim() != self.metadata.input_len()
+        {
+            return Err(ModelError::Input(format!(
+                "an input detector for {} floats, the model takes {}",
+                d.dim(),
+                self.metadata.input_len()
+            )));
+        }
+        self.ood = ood;
+        Ok(())
     }
 
     pub fn architecture(&self) -> Architecture {
@@ -230,10 +259,11 @@ impl Model {
                 want.extension()
             )));
         }
+        let (m, ood) = (&self.metadata, self.ood.as_ref());
         match &self.params {
-            Params::F32(p) => files::save_safetensors(path, &self.metadata, p),
-            Params::Quantized(q) => files::save_gguf(path, &self.metadata, q),
-            Params::Int8(layers) => files::save_int8_safetensors(path, &self.metadata, layers),
+            Params::F32(p) => files::save_safetensors(path, m, p, ood),
+            Params::Quantized(q) => files::save_gguf(path, m, q, ood),
+            Params::Int8(layers) => files::save_int8_safetensors(path, m, layers, ood),
         }
     }
 
@@ -262,12 +292,13 @@ impl Model {
         // Through the file bytes, so the result is exactly what loading the written file gives.
         if quantization == INT8 {
             let layers = files::quantize_int8(params)?;
-            let bytes = files::int8_safetensors_bytes(&metadata, &layers);
+            let bytes = files::int8_safetensors_bytes(&metadata, &layers, self.ood.as_ref());
             return Model::from_bytes(&bytes, ModelFormat::Safetensors);
         }
         let q = files::quantize_tensors(&metadata, params)?;
         let q: Vec<_> = q.into_iter().map(|(n, t)| (n, Arc::new(t))).collect();
-        Model::from_bytes(&files::gguf_bytes(&metadata, &q)?, ModelFormat::Gguf)
+        let bytes = files::gguf_bytes(&metadata, &q, self.ood.as_ref())?;
+        Model::from_bytes(&bytes, ModelFormat::Gguf)
     }
 }
 
@@ -291,6 +322,10 @@ impl Classifier for Model {
             }
         }
         Ok(out)
+    }
+
+    fn ood(&self) -> Option<&Detector> {
+        self.ood.as_ref()
     }
 }
 

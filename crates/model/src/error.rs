@@ -50,6 +50,8 @@ pub enum ModelError {
         expected: String,
         actual: String,
     },
+    #[error("tensor {name} is invalid: {detail}")]
+    InvalidTensor { name: String, detail: String },
     #[error("the model computes non-finite outputs ({0}): its weights are unusable")]
     NonFiniteOutput(String),
     #[error("invalid input: {0}")]

@@ -22,6 +22,8 @@
 //! - [`mnist`]: the IDX loader and the validation split.
 //! - [`train`]: seeded training with candle-nn; [`calibrate`]: temperature scaling, ECE, NLL;
 //!   [`eval`]: accuracy, calibration and latency of a model, and the calibration step.
+//! - [`ood`]: how unlike the training inputs an input is (a probabilistic PCA of them, fitted
+//!   at training and carried in the model file), with a threshold from the validation split.
 //! - [`threading`]: why and how each forward pass stays on its caller's thread, and the two
 //!   environment settings a serving process needs.
 //!
@@ -46,6 +48,7 @@ pub mod int8;
 mod metadata;
 pub mod mnist;
 pub mod nets;
+pub mod ood;
 pub mod threading;
 pub mod train;
 

@@ -14,10 +14,10 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::calibrate;
 use crate::mnist::Dataset;
 use crate::nets::{self, Architecture, IMAGE_LEN};
 use crate::{Model, ModelError, ModelMetadata};
+use crate::{calibrate, ood};
 
 /// ChaCha stream numbers: one per use of randomness, so changing one does not shift another.
 const STREAM_INIT: u64 = 0;
@@ -84,8 +84,10 @@ pub struct Quiet;
 impl TrainObserver for Quiet {}
 
 /// Trains a network of `cfg.architecture` on `train` (the training split, without validation
-/// images), reporting validation accuracy on `validation` after each epoch. The result's metadata
-/// has temperature 1 and test accuracy 0 until [`crate::eval::calibrate`] measures them.
+/// images), reporting validation accuracy on `validation` after each epoch, and fits the input
+/// detector ([`crate::ood`]) on the same training images, its threshold on `validation`. The
+/// result's metadata has temperature 1 and test accuracy 0 until [`crate::eval::calibrate`]
+/// measures them.
 pub fn train(
     cfg: &TrainConfig,
     train: &Dataset,
@@ -126,7 +128,8 @@ pub fn train(
         },
     )?;
 
-    let xs = Tensor::from_vec(train.pixels_f32(0..n), (n, IMAGE_LEN), &dev)?;
+    let pixels = train.pixels_f32(0..n);
+    let xs = Tensor::from_slice(&pixels, (n, IMAGE_LEN), &dev)?;
     let ys = Tensor::from_vec(
         train.labels[..n]
             .iter()
@@ -175,7 +178,15 @@ pub fn train(
             Ok((name.to_string(), var.as_tensor().detach()))
         })
         .collect::<Result<Vec<_>, ModelError>>()?;
-    Model::from_f32(initial_metadata(arch), params)
+    let mut model = Model::from_f32(initial_metadata(arch), params)?;
+    model.set_ood(Some(ood::Detector::fit(
+        &pixels,
+        IMAGE_LEN,
+        &validation.pixels_f32(0..validation.len()),
+        ood::DEFAULT_COMPONENTS,
+        ood::DEFAULT_QUANTILE,
+    )?))?;
+    Ok(model)
 }
 
 /// Metadata of a freshly trained model, before calibration and scoring.

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use edgeinfer::v1;
+use edgeinfer_model::ood::Novelty;
 
 /// The tier that produced an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,11 +36,13 @@ pub enum Reason {
     CircuitOpen,
     /// The edge answered, unsure, because no cloud call was expected to fit the budget.
     BudgetTooSmall,
+    /// The cloud answered because the input is unlike the edge model's training data.
+    OutOfDistribution,
 }
 
 impl Reason {
     /// Every reason, in the order of [`Reason::index`].
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Confident,
         Reason::LowConfidence,
         Reason::EdgeOverloaded,
@@ -48,6 +51,7 @@ impl Reason {
         Reason::CloudTimeout,
         Reason::CircuitOpen,
         Reason::BudgetTooSmall,
+        Reason::OutOfDistribution,
     ];
 
     /// True for the reasons where the edge answered although it wanted the cloud.
@@ -154,6 +158,9 @@ pub struct Answer {
     pub timing: Timing,
     /// The edge model's confidence under the policy's metric (0 when it did not run).
     pub edge_confidence: f32,
+    /// How unlike its model's training inputs the input is: the edge model's verdict when it
+    /// ran, else the answering model's; `None` when that model has no input detector.
+    pub novelty: Option<Novelty>,
 }
 
 // === wire conversions (used by the front ends and the cloud client only) ===
@@ -178,6 +185,7 @@ impl From<Reason> for v1::Reason {
             Reason::CloudTimeout => v1::Reason::CloudTimeout,
             Reason::CircuitOpen => v1::Reason::CircuitOpen,
             Reason::BudgetTooSmall => v1::Reason::BudgetTooSmall,
+            Reason::OutOfDistribution => v1::Reason::OutOfDistribution,
         }
     }
 }
@@ -237,6 +245,8 @@ impl From<Answer> for v1::InferResponse {
             model: a.model,
             timing: Some(a.timing.into()),
             edge_confidence: a.edge_confidence,
+            ood_score: a.novelty.map(|n| n.score),
+            out_of_distribution: a.novelty.is_some_and(|n| n.unusual),
         }
     }
 }

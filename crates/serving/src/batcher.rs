@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use edgeinfer_model::ood::Novelty;
 use edgeinfer_model::{Classifier, ModelError, ModelMetadata};
 use tokio::sync::oneshot;
 
@@ -153,6 +154,8 @@ pub struct Scored {
     pub compute: Duration,
     /// Size of that batch.
     pub batch_size: usize,
+    /// How unlike the model's training inputs this input is, when the model has a detector.
+    pub novelty: Option<Novelty>,
 }
 
 impl BatchError {
@@ -341,6 +344,7 @@ impl Batcher {
     fn score_inline(&self, input: &[f32]) -> Result<Scored, BatchError> {
         let started = Instant::now();
         let result = score_one(&*self.model, input);
+        let novelty = assess(&*self.model, input);
         let compute = started.elapsed();
         record_pass(&self.metrics, &self.estimates, 1, compute);
         record_queued(&self.metrics, Duration::ZERO);
@@ -349,6 +353,7 @@ impl Batcher {
             queue: Duration::ZERO,
             compute,
             batch_size: 1,
+            novelty,
         })
     }
 
@@ -420,6 +425,12 @@ fn score_one(model: &dyn Classifier, input: &[f32]) -> Result<Vec<f32>, BatchErr
     }
 }
 
+/// The model's verdict on how unlike its training inputs `input` is, when it has a detector;
+/// part of the model's work, so timed with its pass.
+fn assess(model: &dyn Classifier, input: &[f32]) -> Option<Novelty> {
+    model.ood().map(|d| d.assess(input))
+}
+
 struct Worker {
     rx: Receiver<Job>,
     model: Arc<dyn Classifier>,
@@ -487,6 +498,10 @@ impl Worker {
         }
         let started = Instant::now();
         let result = self.model.classify(&inputs, n);
+        let novelties: Vec<Option<Novelty>> = batch
+            .iter()
+            .map(|job| assess(&*self.model, &job.input))
+            .collect();
         let compute = started.elapsed();
         record_pass(&self.metrics, &self.estimates, n, compute);
         let classes = self.model.metadata().labels.len();
@@ -511,7 +526,7 @@ impl Worker {
                 .map(|_| Err(BatchError::Model(e.to_string())))
                 .collect(),
         };
-        for (job, row) in batch.drain(..).zip(rows) {
+        for ((job, row), novelty) in batch.drain(..).zip(rows).zip(novelties) {
             let queue = started.saturating_duration_since(job.enqueued);
             record_queued(&self.metrics, queue);
             let answer = row.map(|probabilities| Scored {
@@ -519,6 +534,7 @@ impl Worker {
                 queue,
                 compute,
                 batch_size: n,
+                novelty,
             });
             self.estimates.in_flight.fetch_sub(1, Ordering::Relaxed);
             // The caller may have gone in the meantime; nothing to do then.

@@ -5,9 +5,11 @@
 //! `[-1, ...input_shape]`; output `probabilities`: FP32 `[-1, labels]`, always in
 //! `raw_output_contents` (tritonclient reads only those). Routing options come in request
 //! parameters (`latency_budget_ms`, `min_confidence`, `placement`); provenance goes back in
-//! response parameters (`served_by`, `reason`, `degraded`, `model` and the timing fields).
+//! response parameters (`served_by`, `reason`, `degraded`, `model` and the timing fields;
+//! `ood_score` and `out_of_distribution` when the model has an input detector).
 //! A batch is answered row by row; for batches, string parameters hold one comma-separated
-//! value per row, `degraded` is true when any row was, and timings are the slowest row's.
+//! value per row (`ood_score` too, as decimals), `degraded` and `out_of_distribution` are true
+//! when any row was, and timings are the slowest row's.
 
 use std::sync::Arc;
 
@@ -272,6 +274,17 @@ fn build_response(
         "degraded".into(),
         oip::bool_param(answers.iter().any(|a| a.degraded)),
     );
+    if answers.iter().any(|a| a.novelty.is_some()) {
+        let scores: Vec<String> = answers
+            .iter()
+            .map(|a| a.novelty.map_or(String::new(), |n| n.score.to_string()))
+            .collect();
+        parameters.insert("ood_score".into(), oip::string_param(scores.join(",")));
+        parameters.insert(
+            "out_of_distribution".into(),
+            oip::bool_param(answers.iter().any(|a| a.novelty.is_some_and(|n| n.unusual))),
+        );
+    }
     parameters.insert("queue_us".into(), oip::int64_param(slowest(&|t| t.queue)));
     parameters.insert(
         "edge_compute_us".into(),

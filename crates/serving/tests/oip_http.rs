@@ -76,6 +76,7 @@ impl Node for FakeNode {
             model: "fake-mlp@3".into(),
             timing: Timing::default(),
             edge_confidence: 0.75,
+            novelty: None,
         })
     }
 

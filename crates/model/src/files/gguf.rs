@@ -13,14 +13,17 @@ use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{Device, Tensor};
 
 use super::{
-    ModelFile, ModelFormat, Weights, check_metadata, check_no_extra, check_shape, write_file,
+    ModelFile, ModelFormat, Weights, check_metadata, check_no_extra, check_shape, read_detector,
+    write_file,
 };
 use crate::metadata::KEY_PREFIX;
 use crate::nets::{self, Architecture};
+use crate::ood::{self, Detector};
 use crate::{ModelError, ModelMetadata};
 
+const FORMAT: &str = "gguf";
+
 pub(super) fn parse(bytes: &[u8]) -> Result<ModelFile, ModelError> {
-    const FORMAT: &str = "gguf";
     let mut cursor = Cursor::new(bytes);
     scan_header(bytes).map_err(HeaderError::into_model_error)?;
     // The header's structure is whole, so whatever candle refuses is malformed, not cut short.
@@ -46,67 +49,104 @@ pub(super) fn parse(bytes: &[u8]) -> Result<ModelFile, ModelError> {
     }
     check_no_extra(
         content.tensor_infos.keys(),
-        architecture.params().iter().map(|(n, _)| *n),
+        architecture
+            .params()
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(ood::TENSORS),
         architecture,
     )?;
     let qdtype = nets::ggml_dtype(&metadata.quantization)?;
     let mut weights = Vec::new();
     for (name, shape) in architecture.params() {
-        let info = content
-            .tensor_infos
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
-        check_shape(name, &shape, info.shape.dims())?;
         let expected = if name.ends_with(".bias") {
             GgmlDType::F32
         } else {
             qdtype
         };
-        if info.ggml_dtype != expected {
-            return Err(ModelError::TensorDtype {
-                name: name.to_string(),
-                expected: format!("{expected:?}"),
-                actual: format!("{:?}", info.ggml_dtype),
-            });
+        if let Some(info) = content.tensor_infos.get(name) {
+            check_shape(name, &shape, info.shape.dims())?;
         }
-        let n_bytes = info.shape.elem_count() / expected.block_size() * expected.type_size();
-        let end = content
-            .tensor_data_offset
-            .saturating_add(info.offset)
-            .saturating_add(n_bytes as u64);
-        if end > bytes.len() as u64 {
-            return Err(ModelError::Truncated {
-                format: FORMAT,
-                detail: format!(
-                    "tensor {name} needs bytes up to {end}, the file has {}",
-                    bytes.len()
-                ),
-            });
-        }
-        let t = info
-            .read(&mut cursor, content.tensor_data_offset, &Device::Cpu)
-            .map_err(|e| ModelError::Format {
-                format: FORMAT,
-                detail: format!("tensor {name}: {e}"),
-            })?;
-        // A NaN or infinite block scale would turn every answer into NaN.
-        let values = t
-            .dequantize(&Device::Cpu)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(ModelError::Format {
-                format: FORMAT,
-                detail: format!("tensor {name} holds a non-finite value at index {i}"),
-            });
-        }
-        weights.push((name.to_string(), t));
+        weights.push((
+            name.to_string(),
+            read_tensor(&content, &mut cursor, name, expected)?,
+        ));
     }
+    let ood = read_detector(
+        |name| content.tensor_infos.contains_key(name),
+        |name| {
+            let t = read_tensor(&content, &mut cursor, name, GgmlDType::F32)?;
+            let values = t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?;
+            Ok((t.shape().dims().to_vec(), values))
+        },
+        metadata.input_len(),
+    )?;
     Ok(ModelFile {
         metadata,
         architecture,
         weights: Weights::Quantized(weights),
+        ood,
     })
+}
+
+/// Reads tensor `name`, checked to be of `dtype`, to lie within the file, and to hold only
+/// finite values (a NaN or infinite block scale would turn every answer into NaN).
+fn read_tensor(
+    content: &gguf_file::Content,
+    cursor: &mut Cursor<&[u8]>,
+    name: &str,
+    dtype: GgmlDType,
+) -> Result<QTensor, ModelError> {
+    let info = content
+        .tensor_infos
+        .get(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    if info.ggml_dtype != dtype {
+        return Err(ModelError::TensorDtype {
+            name: name.to_string(),
+            expected: format!("{dtype:?}"),
+            actual: format!("{:?}", info.ggml_dtype),
+        });
+    }
+    let len = cursor.get_ref().len() as u64;
+    // Dimensions come from the file: multiply them without overflowing.
+    let n_bytes = info
+        .shape
+        .dims()
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .and_then(|elems| (elems / dtype.block_size()).checked_mul(dtype.type_size()))
+        .ok_or_else(|| ModelError::Format {
+            format: FORMAT,
+            detail: format!("tensor {name} declares more elements than memory holds"),
+        })?;
+    let end = content
+        .tensor_data_offset
+        .saturating_add(info.offset)
+        .saturating_add(n_bytes as u64);
+    if end > len {
+        return Err(ModelError::Truncated {
+            format: FORMAT,
+            detail: format!("tensor {name} needs bytes up to {end}, the file has {len}"),
+        });
+    }
+    let t = info
+        .read(cursor, content.tensor_data_offset, &Device::Cpu)
+        .map_err(|e| ModelError::Format {
+            format: FORMAT,
+            detail: format!("tensor {name}: {e}"),
+        })?;
+    let values = t
+        .dequantize(&Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(ModelError::Format {
+            format: FORMAT,
+            detail: format!("tensor {name} holds a non-finite value at index {i}"),
+        });
+    }
+    Ok(t)
 }
 
 /// Why a GGUF header could not be walked.
@@ -351,14 +391,28 @@ pub(crate) fn quantize_tensors(
 pub(crate) fn gguf_bytes(
     metadata: &ModelMetadata,
     tensors: &[(String, std::sync::Arc<QTensor>)],
+    ood: Option<&Detector>,
 ) -> Result<Vec<u8>, ModelError> {
     metadata.validate()?;
     let meta = gguf_metadata(metadata);
     let meta_refs: Vec<(&str, &gguf_file::Value)> =
         meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let detector = ood
+        .map(|d| {
+            d.parts()
+                .into_iter()
+                .map(|(name, shape, values)| {
+                    let t = Tensor::from_vec(values, shape, &Device::Cpu)?;
+                    Ok((name, QTensor::quantize(&t, GgmlDType::F32)?))
+                })
+                .collect::<Result<Vec<_>, ModelError>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors
         .iter()
         .map(|(k, t)| (k.as_str(), t.as_ref()))
+        .chain(detector.iter().map(|(k, t)| (*k, t)))
         .collect();
     let mut out = Cursor::new(Vec::new());
     gguf_file::write(&mut out, &meta_refs, &tensor_refs)?;
@@ -370,8 +424,9 @@ pub(crate) fn save_gguf(
     path: &Path,
     metadata: &ModelMetadata,
     tensors: &[(String, std::sync::Arc<QTensor>)],
+    ood: Option<&Detector>,
 ) -> Result<(), ModelError> {
-    write_file(path, &gguf_bytes(metadata, tensors)?)
+    write_file(path, &gguf_bytes(metadata, tensors, ood)?)
 }
 
 #[cfg(test)]
@@ -390,7 +445,7 @@ mod tests {
         for (q, tol) in [("q8_0", 0.05), ("q4_0", 0.5)] {
             let mut qm = m.clone();
             qm.quantization = q.into();
-            let bytes = gguf_bytes(&qm, &q_params(&qm, &params)).unwrap();
+            let bytes = gguf_bytes(&qm, &q_params(&qm, &params), None).unwrap();
             let model = Model::from_bytes(&bytes, ModelFormat::Gguf).unwrap();
             assert_eq!(model.metadata(), &qm);
             let got = model.logits(&x, 3).unwrap();
@@ -438,19 +493,19 @@ mod tests {
         let mut bad = m.clone();
         bad.labels.pop();
         let err = err_of(Model::from_bytes(
-            &safetensors_bytes(&bad, &params).unwrap(),
+            &safetensors_bytes(&bad, &params, None).unwrap(),
             ModelFormat::Safetensors,
         ));
         assert!(err.to_string().contains("edgeinfer.labels"), "{err}");
         let mut bad = m.clone();
         bad.architecture = "transformer".into();
         let err = err_of(Model::from_bytes(
-            &safetensors_bytes(&bad, &params).unwrap(),
+            &safetensors_bytes(&bad, &params, None).unwrap(),
             ModelFormat::Safetensors,
         ));
         assert!(matches!(err, ModelError::UnknownArchitecture(_)), "{err}");
         let err = err_of(Model::from_bytes(
-            &safetensors_bytes(&qm, &params).unwrap(),
+            &safetensors_bytes(&qm, &params, None).unwrap(),
             ModelFormat::Safetensors,
         ));
         assert!(err.to_string().contains("edgeinfer.quantization"), "{err}");
@@ -463,7 +518,7 @@ mod tests {
         let (m, params) = f32_params(Architecture::EdgeMlp);
         let mut qm = m.clone();
         qm.quantization = "q8_0".into();
-        let bytes = gguf_bytes(&qm, &q_params(&qm, &params)).unwrap();
+        let bytes = gguf_bytes(&qm, &q_params(&qm, &params), None).unwrap();
         assert_eq!(scan_header(&bytes), Ok(()));
         let content = gguf_file::Content::read(&mut Cursor::new(&bytes)).unwrap();
         let header_end = content.tensor_data_offset as usize;

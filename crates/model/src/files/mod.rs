@@ -22,6 +22,7 @@ use candle_core::quantized::QTensor;
 
 use crate::metadata::KEY_PREFIX;
 use crate::nets::Architecture;
+use crate::ood::{self, Detector};
 use crate::{ModelError, ModelMetadata};
 
 pub(crate) use gguf::{gguf_bytes, quantize_tensors, save_gguf};
@@ -107,6 +108,8 @@ pub(crate) struct ModelFile {
     pub metadata: ModelMetadata,
     pub architecture: Architecture,
     pub weights: Weights,
+    /// The input detector, when the file carries one (files made before it do not).
+    pub ood: Option<Detector>,
 }
 
 /// Largest model file read: the shipped ones are under 1 MB; a file beyond this is not a model
@@ -215,6 +218,31 @@ pub(super) fn check_no_extra<'a, S: AsRef<str>>(
     }
 }
 
+/// The input detector's tensors ([`ood::TENSORS`]): all of them or none. `has` says whether
+/// the file holds a tensor; `read` gives an F32 tensor's shape and (finite) values.
+pub(super) fn read_detector(
+    has: impl Fn(&str) -> bool,
+    mut read: impl FnMut(&str) -> Result<(Vec<usize>, Vec<f32>), ModelError>,
+    dim: usize,
+) -> Result<Option<Detector>, ModelError> {
+    if !ood::TENSORS.iter().any(|n| has(n)) {
+        return Ok(None);
+    }
+    if let Some(missing) = ood::TENSORS.iter().find(|n| !has(n)) {
+        return Err(ModelError::MissingTensor(missing.to_string()));
+    }
+    let (shape, mean) = read(ood::TENSOR_MEAN)?;
+    check_shape(ood::TENSOR_MEAN, &[dim], &shape)?;
+    let (shape, basis) = read(ood::TENSOR_BASIS)?;
+    let k = shape.first().copied().unwrap_or(0);
+    check_shape(ood::TENSOR_BASIS, &[k, dim], &shape)?;
+    let (shape, variances) = read(ood::TENSOR_VARIANCES)?;
+    check_shape(ood::TENSOR_VARIANCES, &[k + 1], &shape)?;
+    let (shape, threshold) = read(ood::TENSOR_THRESHOLD)?;
+    check_shape(ood::TENSOR_THRESHOLD, &[1], &shape)?;
+    Detector::from_parts(dim, mean, basis, variances, threshold[0]).map(Some)
+}
+
 pub(super) fn check_shape(
     name: &str,
     expected: &[usize],
@@ -307,10 +335,10 @@ pub(crate) mod tests {
     #[test]
     fn truncated_files_say_so_at_every_cut() {
         let (m, params) = f32_params(Architecture::EdgeMlp);
-        let st = safetensors_bytes(&m, &params).unwrap();
+        let st = safetensors_bytes(&m, &params, None).unwrap();
         let mut qm = m.clone();
         qm.quantization = "q8_0".into();
-        let gg = gguf_bytes(&qm, &q_params(&qm, &params)).unwrap();
+        let gg = gguf_bytes(&qm, &q_params(&qm, &params), None).unwrap();
         for (bytes, format) in [(&st, ModelFormat::Safetensors), (&gg, ModelFormat::Gguf)] {
             // GGUF pads after the last tensor (the 40-byte fc2.bias, padded to 64), so cutting
             // only that padding loses nothing; cut into the data instead.
@@ -330,7 +358,7 @@ pub(crate) mod tests {
         let (m, mut params) = f32_params(Architecture::EdgeMlp);
         // A 784-wide first layer: the unpadded network of the source material.
         params[0].1 = Tensor::zeros((128, 768), DType::F32, &Device::Cpu).unwrap();
-        let st = safetensors_bytes(&m, &params).unwrap();
+        let st = safetensors_bytes(&m, &params, None).unwrap();
         let err = err_of(Model::from_bytes(&st, ModelFormat::Safetensors));
         assert!(
             matches!(err, ModelError::TensorShape { ref name, .. } if name == "fc1.weight"),
@@ -340,7 +368,7 @@ pub(crate) mod tests {
 
         let mut qm = m.clone();
         qm.quantization = "q4_0".into();
-        let gg = gguf_bytes(&qm, &q_params(&qm, &params)).unwrap();
+        let gg = gguf_bytes(&qm, &q_params(&qm, &params), None).unwrap();
         let err = err_of(Model::from_bytes(&gg, ModelFormat::Gguf));
         assert!(
             matches!(err, ModelError::TensorShape { ref name, .. } if name == "fc1.weight"),
@@ -351,7 +379,7 @@ pub(crate) mod tests {
     #[test]
     fn missing_extra_and_mistyped_tensors() {
         let (m, params) = f32_params(Architecture::EdgeMlp);
-        let st = safetensors_bytes(&m, &params[..3]).unwrap();
+        let st = safetensors_bytes(&m, &params[..3], None).unwrap();
         let err = err_of(Model::from_bytes(&st, ModelFormat::Safetensors));
         assert!(
             matches!(err, ModelError::MissingTensor(ref n) if n == "fc2.bias"),
@@ -360,7 +388,7 @@ pub(crate) mod tests {
 
         let mut more = params.clone();
         more.push(("fc3.weight".into(), params[3].1.clone()));
-        let st = safetensors_bytes(&m, &more).unwrap();
+        let st = safetensors_bytes(&m, &more, None).unwrap();
         let err = err_of(Model::from_bytes(&st, ModelFormat::Safetensors));
         assert!(err.to_string().contains("fc3.weight"), "{err}");
 
@@ -375,7 +403,7 @@ pub(crate) mod tests {
             )
             .unwrap(),
         );
-        let gg = gguf_bytes(&qm, &q).unwrap();
+        let gg = gguf_bytes(&qm, &q, None).unwrap();
         let err = err_of(Model::from_bytes(&gg, ModelFormat::Gguf));
         assert!(
             matches!(err, ModelError::TensorDtype { ref name, .. } if name == "fc1.bias"),
@@ -408,11 +436,11 @@ pub(crate) mod tests {
         qm.quantization = "q4_0".into();
         let files = [
             (
-                safetensors_bytes(&m, &params).unwrap(),
+                safetensors_bytes(&m, &params, None).unwrap(),
                 ModelFormat::Safetensors,
             ),
             (
-                gguf_bytes(&qm, &q_params(&qm, &params)).unwrap(),
+                gguf_bytes(&qm, &q_params(&qm, &params), None).unwrap(),
                 ModelFormat::Gguf,
             ),
         ];
@@ -434,6 +462,55 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    /// Every format carries the input detector through a save and a load, and quantizing
+    /// keeps it; a file with only some of its tensors names the one missing.
+    #[test]
+    fn the_input_detector_survives_every_format() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        let sample = |n: usize, rng: &mut rand_chacha::ChaCha8Rng| -> Vec<f32> {
+            (0..n * 784)
+                .map(|i| {
+                    if i % 784 < 300 {
+                        rng.random::<f32>()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        let detector =
+            Detector::fit(&sample(400, &mut rng), 784, &sample(100, &mut rng), 8, 0.99).unwrap();
+        let mut f32_model = Model::untrained(Architecture::EdgeMlp, 4).unwrap();
+        f32_model.set_ood(Some(detector.clone())).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for model in [
+            f32_model.quantize("int8").unwrap(),
+            f32_model.quantize("q8_0").unwrap(),
+            f32_model,
+        ] {
+            let format = ModelFormat::for_quantization(&model.metadata().quantization).unwrap();
+            let path = dir.path().join(format!("m{}", format.extension()));
+            model.save(&path).unwrap();
+            let loaded = Model::load(&path).unwrap();
+            assert_eq!(loaded.ood(), Some(&detector), "{format:?}");
+        }
+        let (m, mut params) = f32_params(Architecture::EdgeMlp);
+        let [mean, basis, variances, _threshold] = detector.parts();
+        for (name, shape, values) in [mean, basis, variances] {
+            params.push((
+                name.to_string(),
+                Tensor::from_vec(values, shape, &Device::Cpu).unwrap(),
+            ));
+        }
+        let st = safetensors_bytes(&m, &params, None).unwrap();
+        let err = err_of(Model::from_bytes(&st, ModelFormat::Safetensors));
+        assert!(
+            matches!(err, ModelError::MissingTensor(ref n) if n == ood::TENSOR_THRESHOLD),
+            "{err}"
+        );
     }
 
     #[test]

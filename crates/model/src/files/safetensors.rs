@@ -12,9 +12,10 @@ use candle_core::{DType, Device, Tensor};
 
 use super::{
     Int8Layer, ModelFile, ModelFormat, Weights, check_metadata, check_no_extra, check_shape,
-    write_file,
+    read_detector, write_file,
 };
 use crate::nets::Architecture;
+use crate::ood::{self, Detector};
 use crate::{ModelError, ModelMetadata};
 
 const FORMAT: &str = "safetensors";
@@ -65,7 +66,11 @@ pub(super) fn parse(bytes: &[u8]) -> Result<ModelFile, ModelError> {
     } else {
         check_no_extra(
             st.names(),
-            architecture.params().iter().map(|(n, _)| *n),
+            architecture
+                .params()
+                .iter()
+                .map(|(n, _)| *n)
+                .chain(ood::TENSORS),
             architecture,
         )?;
         let mut weights = Vec::new();
@@ -78,10 +83,23 @@ pub(super) fn parse(bytes: &[u8]) -> Result<ModelFile, ModelError> {
         }
         Weights::F32(weights)
     };
+    let ood = read_detector(
+        |name| st.tensor(name).is_ok(),
+        |name| {
+            let shape = st
+                .tensor(name)
+                .map_err(|_| ModelError::MissingTensor(name.to_string()))?
+                .shape()
+                .to_vec();
+            Ok((shape.clone(), read_f32(&st, name, &shape)?))
+        },
+        metadata.input_len(),
+    )?;
     Ok(ModelFile {
         metadata,
         architecture,
         weights,
+        ood,
     })
 }
 
@@ -141,7 +159,11 @@ fn read_int8(
     }
     let layers = int8_layers(arch);
     let names: Vec<String> = layers.iter().flat_map(Int8Names::all).collect();
-    check_no_extra(st.names(), names.iter().map(String::as_str), arch)?;
+    check_no_extra(
+        st.names(),
+        names.iter().map(String::as_str).chain(ood::TENSORS),
+        arch,
+    )?;
     layers
         .into_iter()
         .map(|l| {
@@ -244,20 +266,26 @@ type Entry = (String, &'static str, Vec<usize>, Vec<u8>);
 pub(crate) fn safetensors_bytes(
     metadata: &ModelMetadata,
     tensors: &[(String, Tensor)],
+    ood: Option<&Detector>,
 ) -> Result<Vec<u8>, ModelError> {
-    let entries = tensors
+    let mut entries = tensors
         .iter()
         .map(|(name, t)| {
             let values = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
             Ok((name.clone(), "F32", t.dims().to_vec(), f32_bytes(&values)))
         })
         .collect::<Result<Vec<Entry>, ModelError>>()?;
+    entries.extend(detector_entries(ood));
     Ok(file_bytes(metadata, &entries))
 }
 
 /// Writes int8 layers and metadata as safetensors: per layer, weight, scale and bias.
-pub(crate) fn int8_safetensors_bytes(metadata: &ModelMetadata, layers: &[Int8Layer]) -> Vec<u8> {
-    let entries: Vec<Entry> = layers
+pub(crate) fn int8_safetensors_bytes(
+    metadata: &ModelMetadata,
+    layers: &[Int8Layer],
+    ood: Option<&Detector>,
+) -> Vec<u8> {
+    let mut entries: Vec<Entry> = layers
         .iter()
         .flat_map(|l| {
             let rows = vec![l.shape[0]];
@@ -278,7 +306,18 @@ pub(crate) fn int8_safetensors_bytes(metadata: &ModelMetadata, layers: &[Int8Lay
             ]
         })
         .collect();
+    entries.extend(detector_entries(ood));
     file_bytes(metadata, &entries)
+}
+
+/// The input detector's tensors, F32, after the network's.
+fn detector_entries(ood: Option<&Detector>) -> Vec<Entry> {
+    ood.map_or_else(Vec::new, |d| {
+        d.parts()
+            .into_iter()
+            .map(|(name, shape, values)| (name.to_string(), "F32", shape, f32_bytes(&values)))
+            .collect()
+    })
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -321,9 +360,10 @@ pub(crate) fn save_safetensors(
     path: &Path,
     metadata: &ModelMetadata,
     tensors: &[(String, Tensor)],
+    ood: Option<&Detector>,
 ) -> Result<(), ModelError> {
     metadata.validate()?;
-    write_file(path, &safetensors_bytes(metadata, tensors)?)
+    write_file(path, &safetensors_bytes(metadata, tensors, ood)?)
 }
 
 /// Saves an int8 model as `.safetensors`.
@@ -331,9 +371,10 @@ pub(crate) fn save_int8_safetensors(
     path: &Path,
     metadata: &ModelMetadata,
     layers: &[Int8Layer],
+    ood: Option<&Detector>,
 ) -> Result<(), ModelError> {
     metadata.validate()?;
-    write_file(path, &int8_safetensors_bytes(metadata, layers))
+    write_file(path, &int8_safetensors_bytes(metadata, layers, ood))
 }
 
 #[cfg(test)]
@@ -346,8 +387,8 @@ mod tests {
     fn safetensors_round_trip_is_exact_and_deterministic() {
         for arch in Architecture::ALL {
             let (m, params) = f32_params(arch);
-            let bytes = safetensors_bytes(&m, &params).unwrap();
-            assert_eq!(bytes, safetensors_bytes(&m, &params).unwrap());
+            let bytes = safetensors_bytes(&m, &params, None).unwrap();
+            assert_eq!(bytes, safetensors_bytes(&m, &params, None).unwrap());
             let model = Model::from_bytes(&bytes, ModelFormat::Safetensors).unwrap();
             assert_eq!(model.metadata(), &m);
             let direct = Model::from_f32(m.clone(), params).unwrap();
@@ -367,9 +408,12 @@ mod tests {
         assert_eq!(model.metadata().quantization, INT8);
         let (_, params) = f32_params(Architecture::EdgeMlp);
         let layers = &super::super::quantize_int8(&params).unwrap();
-        let bytes = int8_safetensors_bytes(model.metadata(), layers);
+        let bytes = int8_safetensors_bytes(model.metadata(), layers, None);
         let again = Model::from_bytes(&bytes, ModelFormat::Safetensors).unwrap();
-        assert_eq!(int8_safetensors_bytes(again.metadata(), layers), bytes);
+        assert_eq!(
+            int8_safetensors_bytes(again.metadata(), layers, None),
+            bytes
+        );
         let x: Vec<f32> = (0..3 * 784).map(|i| (i % 7) as f32 / 7.0).collect();
         let want = f32_model.logits(&x, 3).unwrap();
         let got = again.logits(&x, 3).unwrap();
@@ -385,7 +429,7 @@ mod tests {
         let mut nan_scale = layers.clone();
         nan_scale[1].scales[0] = f32::NAN;
         for (bad, tensor) in [(minus_128, "fc1.weight"), (nan_scale, "fc2.weight_scale")] {
-            let bytes = int8_safetensors_bytes(model.metadata(), &bad);
+            let bytes = int8_safetensors_bytes(model.metadata(), &bad, None);
             let err = Model::from_bytes(&bytes, ModelFormat::Safetensors)
                 .err()
                 .expect("refused");
@@ -395,7 +439,7 @@ mod tests {
         let mut im = m.clone();
         im.quantization = INT8.into();
         let err = Model::from_bytes(
-            &safetensors_bytes(&im, &params).unwrap(),
+            &safetensors_bytes(&im, &params, None).unwrap(),
             ModelFormat::Safetensors,
         )
         .err()
