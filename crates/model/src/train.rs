@@ -488,7 +488,7 @@ mod tests {
         let student = guided(None, Some((&teacher, 4.0, 1.0)), n, sets).unwrap();
         let e = eval::evaluate(&student, &test).unwrap();
         assert!(
-            e.accuracy > 0.8,
+            e.accuracy > 0.7,
             "accuracy {} from soft targets",
             e.accuracy
         );
