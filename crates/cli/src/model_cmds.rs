@@ -230,6 +230,18 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|p| load("--init", p))
         .transpose()?;
+    if let (Some(path), Some(m)) = (&args.init, &init)
+        && m.architecture() != arch
+    {
+        bail!(
+            "--init {}: holds {} ({}), not the {} ({}) of --model",
+            path.display(),
+            m.metadata().name,
+            m.architecture().id(),
+            arch.model_name(),
+            arch.id()
+        );
+    }
     let (original, validation) = args.data.load_train()?.split_validation();
     let test = args.data.load_test()?;
     let train_set = match &args.hard_examples {

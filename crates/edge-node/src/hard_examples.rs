@@ -35,7 +35,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use edgeinfer_serving::answer::Answer;
@@ -371,11 +371,8 @@ impl Writer {
         // Blocks only this thread; exits when every sender (the router) is gone.
         while let Ok(first) = rx.recv() {
             self.write(&first);
-            loop {
-                match rx.try_recv() {
-                    Ok(next) => self.write(&next),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
+            while let Ok(next) = rx.try_recv() {
+                self.write(&next);
             }
             // Flushed whenever the queue is empty, so a reader sees whole records soon.
             if let Some(f) = &mut self.current
