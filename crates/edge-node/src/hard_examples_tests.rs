@@ -201,3 +201,41 @@ fn a_store_below_the_minimum_size_is_refused() {
     let e = HardExampleStore::open(dir.path(), 1000).unwrap_err();
     assert!(e.to_string().contains("below the smallest"), "{e}");
 }
+
+#[test]
+fn any_bytes_in_a_segment_read_as_records_or_a_skip_never_a_panic() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let good = frame(&example(1).encode());
+    for round in 0..300 {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&good);
+        let tail: usize = rng.random_range(0..64);
+        if round % 2 == 0 {
+            // A damaged copy of a good record.
+            let mut bad = good.clone();
+            let i = rng.random_range(0..bad.len());
+            bad[i] = rng.random();
+            bytes.extend_from_slice(&bad[..rng.random_range(0..bad.len())]);
+        } else {
+            bytes.extend((0..tail).map(|_| rng.random::<u8>()));
+        }
+        std::fs::write(dir.path().join(segment_name(0)), &bytes).unwrap();
+        let r = read_dir(dir.path()).unwrap();
+        assert!(
+            !r.records.is_empty(),
+            "the good record before the damage is read"
+        );
+        assert!(r.records.len() <= 2);
+    }
+    // A length field far past the limit is corruption, not an allocation.
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+    bytes.extend_from_slice(&[0; 4]);
+    std::fs::write(dir.path().join(segment_name(0)), &bytes).unwrap();
+    let r = read_dir(dir.path()).unwrap();
+    assert!(r.skipped[0].why.contains("over the"), "{:?}", r.skipped);
+}
