@@ -227,6 +227,13 @@ pub async fn run(
             data.test.len()
         );
     }
+    if !options.store.is_dir() {
+        bail!(
+            "--hard-examples-dir {}: not a directory; give the edge's --hard-examples-dir \
+             (the edge must run with it to keep the cloud's answers)",
+            options.store.display()
+        );
+    }
     let init =
         Model::load(&options.init).with_context(|| format!("--init {}", options.init.display()))?;
     if init.architecture() != Architecture::EdgeMlp {
@@ -621,6 +628,60 @@ mod tests {
         });
         assert!(report.contains("edge share"), "{report}");
         assert!(report.contains("66.7 %"), "{report}");
+    }
+
+    #[tokio::test]
+    async fn bad_options_are_refused_before_anything_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = |n: usize| Dataset {
+            images: vec![0; n * 784],
+            labels: vec![0; n],
+            rows: 28,
+            cols: 28,
+        };
+        let data = |n: usize| AdaptData {
+            train: image(n),
+            validation: image(n),
+            test: image(n),
+        };
+        let options = AdaptOptions {
+            // Nothing listens there: an attempt to send would fail otherwise.
+            edge: "http://127.0.0.1:9".into(),
+            admin: "http://127.0.0.1:9".into(),
+            admin_token: None,
+            store: dir.path().join("missing"),
+            init: dir.path().join("missing.safetensors"),
+            out: dir.path().join("out.safetensors"),
+            version: None,
+            collect: 0,
+            measure: 1,
+            seed: 1,
+            epochs: 1,
+            original: None,
+            concurrency: 1,
+            budget_ms: 0,
+            store_wait: Duration::ZERO,
+        };
+        let mut say = |_: &str| {};
+        let e = run(&options, &data(1), &mut say).await.unwrap_err();
+        assert!(e.to_string().contains("--collect"), "{e}");
+        let options = AdaptOptions {
+            collect: 1,
+            ..options
+        };
+        let e = run(&options, &data(0), &mut say).await.unwrap_err();
+        assert!(e.to_string().contains("there are 0 training"), "{e}");
+        let e = run(&options, &data(1), &mut say).await.unwrap_err();
+        assert!(e.to_string().contains("--hard-examples-dir"), "{e}");
+        let options = AdaptOptions {
+            store: dir.path().to_path_buf(),
+            ..options
+        };
+        let e = format!("{:#}", run(&options, &data(1), &mut say).await.unwrap_err());
+        assert!(
+            e.contains("--init") && e.contains("missing.safetensors"),
+            "{e}"
+        );
     }
 
     #[test]
