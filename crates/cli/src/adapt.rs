@@ -215,8 +215,20 @@ pub async fn run(
     data: &AdaptData,
     say: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<AdaptReport> {
-    if options.collect == 0 || options.measure == 0 || options.concurrency == 0 {
-        bail!("--collect, --measure and --concurrency must be at least 1");
+    if options.collect == 0
+        || options.measure == 0
+        || options.concurrency == 0
+        || options.epochs == 0
+    {
+        bail!("--collect, --measure, --concurrency and --epochs must be at least 1");
+    }
+    if edgeinfer_model::ModelFormat::from_path(&options.out).ok()
+        != Some(edgeinfer_model::ModelFormat::Safetensors)
+    {
+        bail!(
+            "--out {}: the int8 edge model is written as .safetensors",
+            options.out.display()
+        );
     }
     if options.collect > data.train.len() || options.measure > data.test.len() {
         bail!(
@@ -669,6 +681,12 @@ mod tests {
             collect: 1,
             ..options
         };
+        let gguf = AdaptOptions {
+            out: dir.path().join("out.gguf"),
+            ..options.clone()
+        };
+        let e = run(&gguf, &data(1), &mut say).await.unwrap_err();
+        assert!(e.to_string().contains(".safetensors"), "{e}");
         let e = run(&options, &data(0), &mut say).await.unwrap_err();
         assert!(e.to_string().contains("there are 0 training"), "{e}");
         let e = run(&options, &data(1), &mut say).await.unwrap_err();

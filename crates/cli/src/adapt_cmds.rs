@@ -162,11 +162,6 @@ pub struct AdaptArgs {
 
 /// `edgeinfer adapt`.
 pub async fn run_adapt(args: &AdaptArgs) -> anyhow::Result<()> {
-    crate::model_cmds::expect_extension(
-        &args.out,
-        edgeinfer_model::ModelFormat::Safetensors,
-        "--out",
-    )?;
     let (train, validation) = args.data.load_train()?.split_validation();
     let data = AdaptData {
         train,
