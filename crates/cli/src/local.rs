@@ -83,6 +83,8 @@ pub struct LocalOptions {
     pub model_watch_ms: Option<u64>,
     /// Edge model repository (Triton layout), served instead of `edge_model` when set.
     pub edge_model_repository: Option<PathBuf>,
+    /// Where the edge keeps the cloud's answers (`--hard-examples-dir`), if anywhere.
+    pub edge_hard_examples_dir: Option<PathBuf>,
 }
 
 /// PEM files for [`LocalOptions::tls`]. Both nodes serve `cert`; the cloud also requires
@@ -123,6 +125,7 @@ impl Default for LocalOptions {
             cloud_admin_listen: Some(any),
             model_watch_ms: None,
             edge_model_repository: None,
+            edge_hard_examples_dir: None,
         }
     }
 }
@@ -247,6 +250,7 @@ pub async fn start(options: LocalOptions) -> anyhow::Result<LocalServers> {
         edge_config.node.model_watch_ms = ms;
     }
     edge_config.node.model_repository = options.edge_model_repository.clone();
+    edge_config.hard_examples_dir = options.edge_hard_examples_dir.clone();
     let prepared = prepare(edge_config)?;
     let edge_listeners = bind_listeners(
         Addresses {

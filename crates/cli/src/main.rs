@@ -1,5 +1,6 @@
 //! The `edgeinfer` command line.
 
+mod adapt_cmds;
 mod client_cmds;
 mod link_cmds;
 mod model_cmds;
@@ -39,6 +40,12 @@ enum Command {
     Quantize(model_cmds::QuantizeArgs),
     /// Test accuracy, calibration error and latency of a model file.
     Eval(model_cmds::EvalArgs),
+    /// The edge's store of the cloud's answers (--hard-examples-dir): export it for training.
+    #[command(subcommand)]
+    HardExamples(adapt_cmds::HardExamplesCommand),
+    /// One turn of adaptation against a running edge: shifted images before, hard examples
+    /// from the edge's store, fine-tuning, int8, a hot swap, the same images after.
+    Adapt(adapt_cmds::AdaptArgs),
     /// The simulated 5G link: its profiles, and sampled statistics of one.
     #[command(subcommand)]
     Link(link_cmds::LinkCommand),
@@ -105,6 +112,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Train(args) => model_cmds::run_train(&args),
         Command::Quantize(args) => model_cmds::run_quantize(&args),
         Command::Eval(args) => model_cmds::run_eval(&args),
+        Command::HardExamples(cmd) => adapt_cmds::run_hard_examples(&cmd),
+        Command::Adapt(args) => adapt_cmds::run_adapt(&args).await,
         Command::Link(cmd) => link_cmds::run(&cmd),
         Command::Floor(args) => {
             edgeinfer_serving::cli::init_tracing("text");

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use edgeinfer_model::eval::{self, Evaluation, Latency};
 use edgeinfer_model::mnist::{self, Dataset};
-use edgeinfer_model::train::{self, EpochReport, TrainConfig, TrainObserver};
+use edgeinfer_model::train::{self, Distill, EpochReport, Guidance, TrainConfig, TrainObserver};
 use edgeinfer_model::{Architecture, Classifier, Model, ModelFormat};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -69,13 +69,13 @@ impl DataArg {
         self.data.clone().unwrap_or_else(mnist::default_data_dir)
     }
 
-    fn load_train(&self) -> anyhow::Result<Dataset> {
+    pub(crate) fn load_train(&self) -> anyhow::Result<Dataset> {
         let dir = self.dir();
         mnist::load_train(&dir)
             .with_context(|| format!("loading the MNIST training set from {}", dir.display()))
     }
 
-    fn load_test(&self) -> anyhow::Result<Dataset> {
+    pub(crate) fn load_test(&self) -> anyhow::Result<Dataset> {
         let dir = self.dir();
         mnist::load_test(&dir)
             .with_context(|| format!("loading the MNIST test set from {}", dir.display()))
@@ -109,6 +109,42 @@ pub struct TrainArgs {
     /// Output file (.safetensors)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Adam's learning rate [default: 0.001]
+    #[arg(long, value_name = "RATE")]
+    pub learning_rate: Option<f64>,
+    /// Distil from this teacher model file (e.g. models/cloud-cnn.safetensors): the loss
+    /// adds its soft targets to the labels' cross-entropy. The student's architecture is
+    /// unchanged
+    #[arg(long, value_name = "FILE", help_heading = "Distillation")]
+    pub teacher: Option<PathBuf>,
+    /// Temperature T of the soft targets, softmax(logits / T)
+    #[arg(long, default_value_t = train::DEFAULT_DISTILL_TEMPERATURE, requires = "teacher", value_name = "T", help_heading = "Distillation")]
+    pub distill_temperature: f32,
+    /// Weight of the soft targets: loss = alpha T^2 KL(teacher || student) + (1 - alpha) CE
+    #[arg(long, default_value_t = train::DEFAULT_DISTILL_ALPHA, requires = "teacher", value_name = "ALPHA", help_heading = "Distillation")]
+    pub distill_alpha: f32,
+    /// Start from this model file's weights (fine-tuning; a quantized file is dequantized)
+    /// instead of a fresh initialisation. It must be of the --model architecture
+    #[arg(long, value_name = "FILE", help_heading = "Fine-tuning")]
+    pub init: Option<PathBuf>,
+    /// Fine-tune on the hard examples exported to DIR (`edgeinfer hard-examples export`),
+    /// mixed with a sample of the MNIST training images so the model does not forget
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "init",
+        help_heading = "Fine-tuning"
+    )]
+    pub hard_examples: Option<PathBuf>,
+    /// MNIST training images mixed with the hard examples [default: as many as there are
+    /// hard examples]
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "hard_examples",
+        help_heading = "Fine-tuning"
+    )]
+    pub original: Option<usize>,
     #[command(flatten)]
     pub data: DataArg,
 }
@@ -172,23 +208,103 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     if let Some(b) = args.batch_size {
         cfg.batch_size = b;
     }
+    if let Some(r) = args.learning_rate {
+        if !(r.is_finite() && r > 0.0) {
+            bail!("--learning-rate {r}: must be a number above 0");
+        }
+        cfg.learning_rate = r;
+    }
     if cfg.epochs == 0 || cfg.batch_size == 0 || cfg.limit == Some(0) {
         bail!("--epochs, --batch-size and --limit must be at least 1");
     }
-    let (train_set, validation) = args.data.load_train()?.split_validation();
+    let load = |flag: &str, path: &Path| {
+        Model::load(path).with_context(|| format!("{flag} {}", path.display()))
+    };
+    let teacher = args
+        .teacher
+        .as_deref()
+        .map(|p| load("--teacher", p))
+        .transpose()?;
+    let init = args
+        .init
+        .as_deref()
+        .map(|p| load("--init", p))
+        .transpose()?;
+    if let (Some(path), Some(m)) = (&args.init, &init)
+        && m.architecture() != arch
+    {
+        bail!(
+            "--init {}: holds {} ({}), not the {} ({}) of --model",
+            path.display(),
+            m.metadata().name,
+            m.architecture().id(),
+            arch.model_name(),
+            arch.id()
+        );
+    }
+    let (original, validation) = args.data.load_train()?.split_validation();
     let test = args.data.load_test()?;
+    let train_set = match &args.hard_examples {
+        None => original,
+        Some(dir) => {
+            let hard = mnist::load_train(dir).with_context(|| {
+                format!(
+                    "--hard-examples {}: expected a data set written by `edgeinfer \
+                     hard-examples export`",
+                    dir.display()
+                )
+            })?;
+            if hard.is_empty() {
+                bail!("--hard-examples {}: the data set is empty", dir.display());
+            }
+            let count = args.original.unwrap_or(hard.len());
+            println!(
+                "fine-tuning set: {} hard examples from {} and {} MNIST training images",
+                hard.len(),
+                dir.display(),
+                count.min(original.len())
+            );
+            train::mix(&hard, &original, count, cfg.seed)?
+        }
+    };
+    let guidance = Guidance {
+        init: init.as_ref(),
+        teacher: teacher.as_ref().map(|t| {
+            (
+                t,
+                Distill {
+                    temperature: args.distill_temperature,
+                    alpha: args.distill_alpha,
+                },
+            )
+        }),
+    };
     let n = cfg.limit.unwrap_or(train_set.len()).min(train_set.len());
     println!(
-        "training {} ({}) on {n} images, {} epochs, batch {}, seed {}",
+        "training {} ({}) on {n} images, {} epochs, batch {}, seed {}{}{}",
         arch.model_name(),
         arch.id(),
         cfg.epochs,
         cfg.batch_size,
-        cfg.seed
+        cfg.seed,
+        match (&args.teacher, &teacher) {
+            (Some(p), Some(t)) => format!(
+                ", distilled from {} ({}, T {}, alpha {})",
+                p.display(),
+                t.metadata().name,
+                args.distill_temperature,
+                args.distill_alpha
+            ),
+            _ => String::new(),
+        },
+        match &args.init {
+            Some(p) => format!(", starting from {}", p.display()),
+            None => String::new(),
+        }
     );
     let start = Instant::now();
     let mut progress = Progress::default();
-    let mut model = train::train(&cfg, &train_set, &validation, &mut progress)?;
+    let mut model = train::train_guided(&cfg, &guidance, &train_set, &validation, &mut progress)?;
     let trained_s = start.elapsed().as_secs_f64();
     let e = eval::calibrate(&mut model, &validation, &test)?;
     model
@@ -300,7 +416,7 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn expect_extension(path: &Path, want: ModelFormat, flag: &str) -> anyhow::Result<()> {
+pub(crate) fn expect_extension(path: &Path, want: ModelFormat, flag: &str) -> anyhow::Result<()> {
     let got = ModelFormat::from_path(path).ok();
     if got != Some(want) {
         bail!(

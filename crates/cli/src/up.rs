@@ -94,6 +94,10 @@ pub struct UpArgs {
         default_value = "127.0.0.1:50062"
     )]
     pub cloud_admin_listen: SocketAddr,
+    /// Keep the cloud's answers to the edge's requests in this directory (the edge's
+    /// --hard-examples-dir), for `edgeinfer hard-examples export` and `edgeinfer adapt`.
+    #[arg(long, env = "EDGEINFER_UP_HARD_EXAMPLES_DIR", value_name = "DIR")]
+    pub hard_examples_dir: Option<PathBuf>,
     /// Export both nodes' spans over OTLP/gRPC to this collector (http://HOST:4317); a
     /// request's W3C `traceparent` is honoured and carried from edge to cloud.
     #[arg(long, env = "EDGEINFER_UP_OTLP_ENDPOINT", value_name = "URL", value_parser = edgeinfer_serving::telemetry::parse_otlp_endpoint)]
@@ -128,6 +132,7 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
         },
         edge_http_listen: args.edge_http_listen,
         cloud_http_listen: args.cloud_http_listen,
+        edge_hard_examples_dir: args.hard_examples_dir.clone(),
         ..defaults
     })
     .await?;
@@ -167,6 +172,12 @@ pub async fn run_up(args: &UpArgs) -> anyhow::Result<()> {
                 curl_command(addr, args.tls_ca.as_deref())
             );
         }
+    }
+    if let Some(dir) = &args.hard_examples_dir {
+        eprintln!(
+            "edge keeps the cloud's answers in {} (edgeinfer hard-examples export, edgeinfer adapt)",
+            dir.display()
+        );
     }
     if let Some(m) = servers.edge_metrics {
         eprintln!("edge metrics on http://{m}/metrics");

@@ -141,6 +141,18 @@ pub struct EdgeConfig {
     #[arg(long, default_value = "precise", value_parser = parse_link_timer)]
     pub link_timer: LinkTimer,
 
+    /// Directory of the hard-example store: every request the cloud answers for the edge is
+    /// kept there (input, the edge's and the cloud's probabilities, the cloud's label, the
+    /// models, a timestamp) for fine-tuning (`edgeinfer hard-examples export`, `edgeinfer
+    /// adapt`). Writing never delays a request: when the writer falls behind, records are
+    /// dropped and counted. Off without it.
+    #[arg(long, value_name = "DIR")]
+    pub hard_examples_dir: Option<PathBuf>,
+
+    /// Most bytes the hard-example store keeps; past it the oldest records are deleted.
+    #[arg(long, default_value_t = crate::hard_examples::DEFAULT_MAX_BYTES, value_parser = clap::value_parser!(u64).range(crate::hard_examples::MIN_MAX_BYTES..))]
+    pub hard_examples_max_bytes: u64,
+
     /// The model directory of --model-repository this node serves.
     #[arg(long, default_value = "edge-mlp")]
     pub repository_model: String,

@@ -22,6 +22,8 @@
 //! - [`admin`]: the `EdgeAdmin` service (`ModelAdmin`, shared with the cloud, lives in
 //!   `edgeinfer_serving::model_admin`).
 //! - [`router_metrics`]: the router's and the link's figures, read at each scrape.
+//! - [`hard_examples`]: the bounded on-disk store of the cloud's answers to the edge's
+//!   requests (`--hard-examples-dir`), and its reader.
 //! - [`run`]: the whole edge server until shutdown.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -31,6 +33,7 @@ pub mod circuit;
 pub mod config;
 pub mod decide;
 pub mod estimates;
+pub mod hard_examples;
 pub mod node;
 pub mod policy;
 pub mod reserve;
@@ -63,6 +66,7 @@ use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 pub use config::{EdgeConfig, Tokens};
 
 use crate::circuit::CircuitBreaker;
+use crate::hard_examples::HardExampleStore;
 use crate::node::EdgeNode;
 use crate::policy::Policy;
 use crate::router::Router;
@@ -86,6 +90,8 @@ pub struct Prepared {
     pub traces: TraceSource,
     /// The HTTP listener's TLS settings (the same files as `server_tls`); `None` for plaintext.
     pub http_tls: Option<Arc<HttpTlsConfig>>,
+    /// The hard-example store (its writer thread started), when `--hard-examples-dir` is set.
+    pub hard_examples: Option<HardExampleStore>,
 }
 
 /// Loads the model, the link profile and the TLS files and checks the cloud address, naming
@@ -110,6 +116,17 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
         None => TraceSource::None,
         Some(dir) => TraceSource::dir(dir)
             .with_context(|| format!("--link-trace-dir / EDGE_LINK_TRACE_DIR {}", dir.display()))?,
+    };
+    let hard_examples = match &config.hard_examples_dir {
+        Some(dir) => Some(
+            HardExampleStore::open(dir, config.hard_examples_max_bytes).with_context(|| {
+                format!(
+                    "--hard-examples-dir / EDGE_HARD_EXAMPLES_DIR {}",
+                    dir.display()
+                )
+            })?,
+        ),
+        None => None,
     };
     let files = config.cloud_tls_files();
     let cloud_tls = if config.has_cloud() {
@@ -138,6 +155,7 @@ pub fn prepare(config: EdgeConfig) -> anyhow::Result<Prepared> {
         tokens,
         traces,
         http_tls,
+        hard_examples,
     })
 }
 
@@ -157,6 +175,7 @@ pub async fn run(
         tokens,
         traces,
         http_tls,
+        hard_examples,
     } = prepared;
     let mut registry = Registry::with_prefix("edgeinfer");
     let metrics = Metrics::register(&mut registry, model.model.metadata());
@@ -185,7 +204,7 @@ pub async fn run(
         Duration::from_millis(config.circuit_cooldown_ms),
     );
     let node = Arc::new(EdgeNode::new(
-        Router::new(slot, upstream, circuit, policy),
+        Router::new(slot, upstream, circuit, policy).with_hard_examples(hard_examples),
         link,
         metrics,
         config.node.input_limits(),

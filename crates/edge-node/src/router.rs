@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use crate::circuit::{CircuitBreaker, CircuitView};
 use crate::decide::{self, Plan, Request};
 use crate::estimates::PathEstimates;
+use crate::hard_examples::{HardExample, HardExampleStore};
 use crate::policy::Policy;
 use crate::reserve::FallbackReserve;
 
@@ -165,6 +166,8 @@ pub struct Router<M, C> {
     /// Set once the cloud's refusal of the edge's token has been logged: a wrong setting is
     /// said once, not on every request.
     refusal_logged: AtomicBool,
+    /// Where the cloud's answers are kept for fine-tuning, when `--hard-examples-dir` is set.
+    pub(crate) hard_examples: Option<HardExampleStore>,
 }
 
 /// What the edge model said about one request.
@@ -187,7 +190,14 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
             reserve: FallbackReserve::default(),
             counters: Counters::default(),
             refusal_logged: AtomicBool::new(false),
+            hard_examples: None,
         }
+    }
+
+    /// This router keeping every answer the cloud gives in `store`.
+    pub fn with_hard_examples(mut self, store: Option<HardExampleStore>) -> Self {
+        self.hard_examples = store;
+        self
     }
 
     /// The policy in force.
@@ -346,7 +356,9 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
                         answer.answer.timing.cloud,
                     );
                 }
-                return Ok(self.cloud_answer(call, edge.as_ref(), answer, reason));
+                let answer = self.cloud_answer(call, edge.as_ref(), answer, reason);
+                self.keep_hard_example(call, edge.as_ref(), &answer);
+                return Ok(answer);
             }
             Err(e) => e,
         };
@@ -373,6 +385,21 @@ impl<M: EdgeModel, C: Cloud> Router<M, C> {
         };
         tracing::debug!(error = %failure, "cloud call failed; the edge answers");
         self.fall_back(call, edge, fallback, deadline).await
+    }
+
+    /// Hands the cloud's answer to the hard-example store, if there is one; never waits.
+    fn keep_hard_example(&self, call: &Call, edge: Option<&EdgeView>, answer: &Answer) {
+        let Some(store) = &self.hard_examples else {
+            return;
+        };
+        let meta = edge.map_or_else(|| self.model.metadata(), |e| e.model.clone());
+        store.offer(HardExample::from_answer(
+            call,
+            &meta.input_shape,
+            edge.map(|e| e.scored.probabilities.as_slice()),
+            model_ref(&meta),
+            answer,
+        ));
     }
 
     /// Says once, at ERROR, that the cloud refuses the edge's token: every later call would

@@ -8,6 +8,7 @@
 //! the request path nothing.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use edgeinfer::v1::CircuitState;
 use prometheus_client::collector::Collector;
@@ -114,6 +115,36 @@ impl Collector for RouterCollector {
         for (state, name) in CIRCUIT_STATES {
             let labels = [("state", name)];
             ConstGauge::new(i64::from(state == current)).encode(family.encode_family(&labels)?)?;
+        }
+
+        if let Some(store) = &router.hard_examples {
+            let s = store.stats();
+            for (name, help, value) in [
+                (
+                    "hard_examples_recorded",
+                    "Cloud answers written to the hard-example store",
+                    &s.recorded,
+                ),
+                (
+                    "hard_examples_dropped",
+                    "Cloud answers not kept because the store's writer was behind",
+                    &s.dropped,
+                ),
+                (
+                    "hard_examples_write_errors",
+                    "Cloud answers lost to a write error of the hard-example store",
+                    &s.write_errors,
+                ),
+            ] {
+                let c = ConstCounter::new(value.load(Ordering::Relaxed));
+                c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
+            }
+            gauge(
+                enc,
+                "hard_examples_bytes",
+                "Bytes the hard-example store's segments hold",
+                s.bytes.load(Ordering::Relaxed) as f64,
+            )?;
         }
 
         let l = self.node.link.stats();

@@ -578,3 +578,54 @@ mod property {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn only_the_clouds_answers_are_kept_as_hard_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        HardExampleStore::open(dir.path(), crate::hard_examples::DEFAULT_MAX_BYTES).unwrap();
+    let r = router(FakeModel::new(UNSURE), cloud_ok()).with_hard_examples(Some(store.clone()));
+    let a = r.route(&call(Placement::Auto)).await.unwrap();
+    assert_eq!(a.reason, Reason::LowConfidence);
+    // The edge answers these: nothing to keep.
+    *cloud_of(&r).outcome.lock().unwrap() = Outcome::Unavailable;
+    let a = r.route(&call(Placement::Auto)).await.unwrap();
+    assert_eq!(a.reason, Reason::CloudUnavailable);
+    let sure = router(FakeModel::new(SURE), cloud_ok()).with_hard_examples(Some(store.clone()));
+    assert_eq!(
+        sure.route(&call(Placement::Auto)).await.unwrap().reason,
+        Reason::Confident
+    );
+    // An overloaded edge sends the request on without running its model.
+    let mut late = FakeModel::new(SURE);
+    late.completion = ms(150);
+    let late = router(late, cloud_ok()).with_hard_examples(Some(store.clone()));
+    let a = late.route(&call(Placement::Auto)).await.unwrap();
+    assert_eq!(a.reason, Reason::EdgeOverloaded);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let records = loop {
+        let records = crate::hard_examples::read_dir(dir.path()).unwrap().records;
+        if records.len() >= 2 || std::time::Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(records.len(), 2, "{records:?}");
+    let (low, overloaded) = (&records[0], &records[1]);
+    assert_eq!(low.reason, "LOW_CONFIDENCE");
+    assert_eq!(low.id, "r1");
+    assert_eq!(low.input, vec![0.0, 0.5, 1.0, 0.25]);
+    assert_eq!(low.input_shape, vec![4]);
+    assert_eq!(low.edge_probabilities, UNSURE.to_vec());
+    assert_eq!((low.cloud_class, low.cloud_label.as_str()), (2, "c"));
+    assert_eq!(low.cloud_probabilities, vec![0.01, 0.02, 0.97]);
+    assert_eq!(
+        (low.edge_model.as_str(), low.cloud_model.as_str()),
+        ("tiny@3", "big@1")
+    );
+    assert_eq!(overloaded.reason, "EDGE_OVERLOADED");
+    assert!(overloaded.edge_probabilities.is_empty());
+    assert_eq!(overloaded.edge_model, "tiny@3");
+    assert_eq!(store.stats().dropped.load(Ordering::Relaxed), 0);
+}

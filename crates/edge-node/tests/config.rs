@@ -61,6 +61,15 @@ fn bad_values_exit_64_naming_the_setting() {
         err.contains("--link-timer") && err.contains("precise or tokio"),
         "{err}"
     );
+
+    let (code, err) = edge(&[], &[("EDGE_HARD_EXAMPLES_MAX_BYTES", "1000")]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--hard-examples-max-bytes"), "{err}");
+
+    // A file where the store's directory should be.
+    let (code, err) = edge(&[], &[("EDGE_HARD_EXAMPLES_DIR", SHIPPED_MODEL)]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("EDGE_HARD_EXAMPLES_DIR"), "{err}");
 }
 
 #[test]
@@ -78,6 +87,8 @@ fn help_shows_every_setting_with_its_environment_twin() {
         "EDGE_CLOUD",
         "EDGE_LINK_PROFILE",
         "EDGE_LINK_SEED",
+        "EDGE_HARD_EXAMPLES_DIR",
+        "EDGE_HARD_EXAMPLES_MAX_BYTES",
         "EDGE_THRESHOLD",
         "EDGE_BUDGET_MS",
         "EDGE_CLOUD_TOKEN",

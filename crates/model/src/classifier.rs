@@ -302,6 +302,56 @@ impl Model {
     }
 }
 
+impl Model {
+    /// The parameters as f32 tensors in [`Architecture::params`] order: as stored for an f32
+    /// model, dequantized for a quantized one (int8: weight x its row's scale; q8_0 / q4_0:
+    /// candle's dequantization). What fine-tuning starts from.
+    pub fn f32_params(&self) -> Result<Vec<(String, Tensor)>, ModelError> {
+        let dev = Device::Cpu;
+        let by_name: Vec<(String, Tensor)> = match &self.params {
+            Params::F32(p) => p.clone(),
+            Params::Quantized(q) => q
+                .iter()
+                .map(|(n, t)| Ok((n.clone(), t.dequantize(&dev)?)))
+                .collect::<Result<_, ModelError>>()?,
+            Params::Int8(layers) => {
+                let mut out = Vec::new();
+                for l in layers {
+                    let cols = l.shape[1];
+                    let w: Vec<f32> = l
+                        .weights
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &q)| f32::from(q) * l.scales[i / cols])
+                        .collect();
+                    out.push((
+                        format!("{}.weight", l.name),
+                        Tensor::from_vec(w, l.shape.clone(), &dev)?,
+                    ));
+                    out.push((
+                        format!("{}.bias", l.name),
+                        Tensor::from_vec(l.bias.clone(), l.bias.len(), &dev)?,
+                    ));
+                }
+                out
+            }
+        };
+        self.architecture
+            .params()
+            .into_iter()
+            .map(|(name, shape)| {
+                let t = by_name
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| t)
+                    .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+                let t = t.reshape(shape.as_slice())?;
+                Ok((name.to_string(), t))
+            })
+            .collect()
+    }
+}
+
 /// The quantization name of the int8 path.
 const INT8: &str = "int8";
 

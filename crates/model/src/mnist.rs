@@ -70,7 +70,7 @@ pub enum MnistError {
 }
 
 /// A set of labelled grayscale images, pixels as stored in the IDX file (0..=255).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Dataset {
     /// `len() * rows * cols` pixels, image after image, row-major.
     pub images: Vec<u8>,
@@ -139,6 +139,48 @@ pub fn load_train(dir: &Path) -> Result<Dataset, MnistError> {
 /// The 10,000 test images.
 pub fn load_test(dir: &Path) -> Result<Dataset, MnistError> {
     load_pair(&dir.join(TEST_IMAGES), &dir.join(TEST_LABELS))
+}
+
+/// Writes `data` as the training pair of `dir` (`train-images-idx3-ubyte.gz`,
+/// `train-labels-idx1-ubyte.gz`), so that [`load_train`] reads it back: how a data set other
+/// than MNIST (hard examples from the edge) is handed to `edgeinfer train`. Each file is
+/// written aside and renamed into place.
+pub fn save_train(dir: &Path, data: &Dataset) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind, Write};
+    let n = u32::try_from(data.len())
+        .map_err(|_| Error::new(ErrorKind::InvalidInput, "too many images"))?;
+    if data.images.len() != data.len() * data.image_len() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} pixels for {} images of {}x{}",
+                data.images.len(),
+                data.len(),
+                data.rows,
+                data.cols
+            ),
+        ));
+    }
+    std::fs::create_dir_all(dir)?;
+    let write = |name: &str, header: &[u32], body: &[u8]| -> std::io::Result<()> {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut gz = flate2::write::GzEncoder::new(
+            std::io::BufWriter::new(std::fs::File::create(&tmp)?),
+            flate2::Compression::default(),
+        );
+        for word in header {
+            gz.write_all(&word.to_be_bytes())?;
+        }
+        gz.write_all(body)?;
+        gz.finish()?.flush()?;
+        std::fs::rename(&tmp, dir.join(name))
+    };
+    write(
+        TRAIN_IMAGES,
+        &[IMAGES_MAGIC, n, data.rows as u32, data.cols as u32],
+        &data.images,
+    )?;
+    write(TRAIN_LABELS, &[LABELS_MAGIC, n], &data.labels)
 }
 
 /// Where the MNIST files are: `$EDGEINFER_DATA_DIR` if set, else the first `data/mnist` found
@@ -319,6 +361,22 @@ mod tests {
         let mut e = GzEncoder::new(Vec::new(), Compression::fast());
         e.write_all(bytes).unwrap();
         e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_saved_training_pair_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Dataset {
+            images: (0..3 * 4 * 5).map(|i| (i * 7) as u8).collect(),
+            labels: vec![3, 0, 9],
+            rows: 4,
+            cols: 5,
+        };
+        save_train(dir.path(), &data).unwrap();
+        assert_eq!(load_train(dir.path()).unwrap(), data);
+        let mut bad = data.clone();
+        bad.images.pop();
+        assert!(save_train(dir.path(), &bad).is_err());
     }
 
     fn idx_images(n: u32, rows: u32, cols: u32, body_len: usize) -> Vec<u8> {

@@ -1,4 +1,7 @@
-//! Training with candle-nn: Adam on cross-entropy, seeded end to end.
+//! Training with candle-nn: Adam on cross-entropy, seeded end to end; optionally distilled from
+//! a teacher's soft targets ([`Distill`]) and started from an existing model's weights
+//! (fine-tuning, [`Guidance::init`]), on a data set that may mix hard examples into a sample of
+//! the original one ([`mix`]).
 //!
 //! Everything random comes from one seed, through separate ChaCha streams for weight
 //! initialisation, shuffling and dropout, so that the same seed gives the same file: candle's
@@ -16,13 +19,52 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::mnist::Dataset;
 use crate::nets::{self, Architecture, IMAGE_LEN};
-use crate::{Model, ModelError, ModelMetadata};
+use crate::{Classifier, Model, ModelError, ModelMetadata};
 use crate::{calibrate, ood};
 
 /// ChaCha stream numbers: one per use of randomness, so changing one does not shift another.
 const STREAM_INIT: u64 = 0;
 const STREAM_SHUFFLE: u64 = 1;
 const STREAM_DROPOUT: u64 = 2;
+const STREAM_MIX: u64 = 3;
+
+/// The default distillation temperature: soft enough that the teacher's second choices carry
+/// weight, the usual choice for MNIST (Hinton et al. 2015 used up to 20).
+pub const DEFAULT_DISTILL_TEMPERATURE: f32 = 4.0;
+/// The default weight of the teacher's soft targets against the labels.
+pub const DEFAULT_DISTILL_ALPHA: f32 = 0.7;
+
+/// Knowledge distillation: the loss is `alpha * T^2 * KL(softmax(teacher / T) ||
+/// softmax(student / T)) + (1 - alpha) * CE(labels)`. `T^2` keeps the soft term's gradients
+/// at the scale of the hard one's whatever the temperature.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Distill {
+    /// `T`, above 0.
+    pub temperature: f32,
+    /// Weight of the soft targets, in [0, 1].
+    pub alpha: f32,
+}
+
+impl Default for Distill {
+    fn default() -> Self {
+        Self {
+            temperature: DEFAULT_DISTILL_TEMPERATURE,
+            alpha: DEFAULT_DISTILL_ALPHA,
+        }
+    }
+}
+
+/// What guides training besides its configuration: where the weights start, and a teacher.
+/// The default (neither) is plain training from a seeded initialisation.
+#[derive(Default)]
+pub struct Guidance<'a> {
+    /// Start from this model's weights (dequantized when it is quantized) instead of a fresh
+    /// initialisation: fine-tuning. It must be of the architecture being trained.
+    pub init: Option<&'a Model>,
+    /// Distil from this model's logits, computed once for the training set before the first
+    /// epoch. Any architecture taking the same input and labels.
+    pub teacher: Option<(&'a Model, Distill)>,
+}
 
 /// How to train.
 #[derive(Clone, Debug)]
@@ -94,6 +136,18 @@ pub fn train(
     validation: &Dataset,
     observer: &mut dyn TrainObserver,
 ) -> Result<Model, ModelError> {
+    train_guided(cfg, &Guidance::default(), train, validation, observer)
+}
+
+/// [`train`] with a starting point and a teacher ([`Guidance`]). With neither, the same as
+/// [`train`], byte for byte.
+pub fn train_guided(
+    cfg: &TrainConfig,
+    guidance: &Guidance<'_>,
+    train: &Dataset,
+    validation: &Dataset,
+    observer: &mut dyn TrainObserver,
+) -> Result<Model, ModelError> {
     if cfg.epochs == 0 || cfg.batch_size == 0 {
         return Err(ModelError::Input(
             "epochs and batch size must be at least 1".into(),
@@ -114,11 +168,32 @@ pub fn train(
 
     let mut varmap = VarMap::new();
     let net = nets::build(arch, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
-    let mut init_rng = stream(cfg.seed, STREAM_INIT);
-    for (name, shape) in arch.params() {
-        let values = arch.init_param(name, &shape, &mut init_rng);
-        varmap.set_one(name, Tensor::from_vec(values, shape, &dev)?)?;
+    match guidance.init {
+        None => {
+            let mut init_rng = stream(cfg.seed, STREAM_INIT);
+            for (name, shape) in arch.params() {
+                let values = arch.init_param(name, &shape, &mut init_rng);
+                varmap.set_one(name, Tensor::from_vec(values, shape, &dev)?)?;
+            }
+        }
+        Some(init) => {
+            if init.architecture() != arch {
+                return Err(ModelError::Input(format!(
+                    "the starting model is {} ({}), not the {} being trained",
+                    init.metadata().name,
+                    init.architecture().id(),
+                    arch.id()
+                )));
+            }
+            for (name, tensor) in init.f32_params()? {
+                varmap.set_one(&name, tensor.detach())?;
+            }
+        }
     }
+    let soft = match guidance.teacher {
+        None => None,
+        Some((teacher, distill)) => Some(SoftTargets::new(teacher, distill, train, n, arch)?),
+    };
     let mut opt = candle_nn::AdamW::new(
         varmap.all_vars(),
         ParamsAdamW {
@@ -151,7 +226,11 @@ pub fn train(
         for chunk in order.chunks(cfg.batch_size) {
             let idx = Tensor::from_slice(chunk, chunk.len(), &dev)?;
             let logits = net.forward_t(&xs.index_select(&idx, 0)?, Some(&mut dropout_rng))?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &ys.index_select(&idx, 0)?)?;
+            let hard = candle_nn::loss::cross_entropy(&logits, &ys.index_select(&idx, 0)?)?;
+            let loss = match &soft {
+                None => hard,
+                Some(soft) => soft.loss(&logits, &idx, hard)?,
+            };
             opt.backward_step(&loss)?;
             let loss = loss.to_scalar::<f32>()?;
             loss_sum += f64::from(loss);
@@ -187,6 +266,113 @@ pub fn train(
         ood::DEFAULT_QUANTILE,
     )?))?;
     Ok(model)
+}
+
+/// A teacher's soft targets for the training set, computed once.
+struct SoftTargets {
+    /// `softmax(teacher / T)`, `(n, classes)`.
+    probs: Tensor,
+    /// `log_softmax(teacher / T)`, computed from the logits (finite where `probs` is 0).
+    log_probs: Tensor,
+    distill: Distill,
+}
+
+impl SoftTargets {
+    fn new(
+        teacher: &Model,
+        distill: Distill,
+        train: &Dataset,
+        n: usize,
+        arch: Architecture,
+    ) -> Result<Self, ModelError> {
+        let Distill { temperature, alpha } = distill;
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(ModelError::Input(format!(
+                "distillation temperature {temperature} is not above 0"
+            )));
+        }
+        if !(0.0..=1.0).contains(&alpha) {
+            return Err(ModelError::Input(format!(
+                "distillation alpha {alpha} is outside [0, 1]"
+            )));
+        }
+        let k = arch.num_classes();
+        let m = teacher.metadata();
+        if m.input_len() != IMAGE_LEN || m.labels.len() != k {
+            return Err(ModelError::Input(format!(
+                "the teacher {} takes {} inputs and has {} labels; the student takes {IMAGE_LEN} \
+                 and has {k}",
+                m.name,
+                m.input_len(),
+                m.labels.len()
+            )));
+        }
+        const CHUNK: usize = 500;
+        let mut log_probs = Vec::with_capacity(n * k);
+        for start in (0..n).step_by(CHUNK) {
+            let end = (start + CHUNK).min(n);
+            let z = teacher.logits(&train.pixels_f32(start..end), end - start)?;
+            for row in z.chunks(k) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let scaled: Vec<f32> = row.iter().map(|&v| (v - max) / temperature).collect();
+                let lse = scaled.iter().map(|&v| v.exp()).sum::<f32>().ln();
+                log_probs.extend(scaled.iter().map(|&v| v - lse));
+            }
+        }
+        if log_probs.iter().any(|v| !v.is_finite()) {
+            return Err(ModelError::NonFiniteOutput(format!(
+                "the teacher {}'s logits on the training set",
+                m.name
+            )));
+        }
+        let probs: Vec<f32> = log_probs.iter().map(|v| v.exp()).collect();
+        let dev = Device::Cpu;
+        Ok(Self {
+            probs: Tensor::from_vec(probs, (n, k), &dev)?,
+            log_probs: Tensor::from_vec(log_probs, (n, k), &dev)?,
+            distill,
+        })
+    }
+
+    /// The distillation loss of a batch (rows `idx` of the training set) with `logits`, from
+    /// its cross-entropy on the labels, `hard`.
+    fn loss(&self, logits: &Tensor, idx: &Tensor, hard: Tensor) -> Result<Tensor, ModelError> {
+        let Distill { temperature, alpha } = self.distill;
+        let t = f64::from(temperature);
+        let batch = logits.dim(0)? as f64;
+        let log_student = candle_nn::ops::log_softmax(&(logits / t)?, candle_core::D::Minus1)?;
+        let p = self.probs.index_select(idx, 0)?;
+        let log_p = self.log_probs.index_select(idx, 0)?;
+        let kl = ((p * (log_p - log_student)?)?.sum_all()? / batch)?;
+        let a = f64::from(alpha);
+        Ok(((kl * (a * t * t))? + (hard * (1.0 - a))?)?)
+    }
+}
+
+/// A fine-tuning set: every image of `hard` and `original_count` images of `original` drawn
+/// without replacement by `seed` (all of them when it holds fewer), so that the model learns
+/// the new inputs without forgetting the old. Hard examples first; training shuffles anyway.
+pub fn mix(
+    hard: &Dataset,
+    original: &Dataset,
+    original_count: usize,
+    seed: u64,
+) -> Result<Dataset, ModelError> {
+    if (hard.rows, hard.cols) != (original.rows, original.cols) {
+        return Err(ModelError::Input(format!(
+            "the hard examples are {}x{} images, the original data {}x{}",
+            hard.rows, hard.cols, original.rows, original.cols
+        )));
+    }
+    let mut order: Vec<usize> = (0..original.len()).collect();
+    order.shuffle(&mut stream(seed, STREAM_MIX));
+    order.truncate(original_count);
+    let mut out = hard.clone();
+    for i in order {
+        out.images.extend_from_slice(original.image(i));
+        out.labels.push(original.labels[i]);
+    }
+    Ok(out)
 }
 
 /// Metadata of a freshly trained model, before calibration and scoring.
@@ -262,6 +448,136 @@ mod tests {
         let loaded = crate::load_classifier(&path).unwrap();
         assert_eq!(loaded.metadata(), model.metadata());
         assert_eq!(loaded.metadata().test_accuracy, e.accuracy);
+    }
+
+    fn shipped(file: &str) -> Model {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models")
+            .join(file);
+        Model::load(&path).unwrap_or_else(|e| panic!("{file} ships in models/: {e}"))
+    }
+
+    fn file_bytes(m: &Model) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        m.save(&path).unwrap();
+        std::fs::read(path).unwrap()
+    }
+
+    /// The training split, 500 validation images and 2,000 test images.
+    fn small_splits() -> (Dataset, Dataset, Dataset) {
+        let (train_all, test) = mnist_or_skip().expect("MNIST ships");
+        let (train_set, validation) = train_all.split_validation();
+        (train_set, validation.slice(0..500), test.slice(0..2000))
+    }
+
+    /// One epoch on the first `limit` images of `train_set`, guided by `init` and `teacher`.
+    fn guided(
+        init: Option<&Model>,
+        teacher: Option<(&Model, f32, f32)>,
+        limit: usize,
+        (train_set, validation): (&Dataset, &Dataset),
+    ) -> Result<Model, ModelError> {
+        let mut cfg = TrainConfig::new(Architecture::EdgeMlp);
+        cfg.epochs = 1;
+        cfg.limit = Some(limit);
+        let guidance = Guidance {
+            init,
+            teacher: teacher.map(|(t, temperature, alpha)| (t, Distill { temperature, alpha })),
+        };
+        train_guided(&cfg, &guidance, train_set, validation, &mut Quiet)
+    }
+
+    #[test]
+    fn the_teachers_soft_targets_alone_teach_and_are_deterministic() {
+        let (mut train_set, validation, test) = small_splits();
+        let teacher = shipped("cloud-cnn.safetensors");
+        let n = 3_000;
+        // Every label wrong (all zero): with alpha = 1 only the teacher can teach.
+        train_set.labels[..n].fill(0);
+        let sets = (&train_set, &validation);
+        let student = guided(None, Some((&teacher, 4.0, 1.0)), n, sets).unwrap();
+        let e = eval::evaluate(&student, &test).unwrap();
+        assert!(
+            e.accuracy > 0.7,
+            "accuracy {} from soft targets",
+            e.accuracy
+        );
+        let again = guided(None, Some((&teacher, 4.0, 1.0)), n, sets).unwrap();
+        assert_eq!(file_bytes(&student), file_bytes(&again));
+        // The labels alone (alpha = 0) teach only zeros.
+        let m = guided(None, Some((&teacher, 4.0, 0.0)), n, sets).unwrap();
+        let e = eval::evaluate(&m, &test).unwrap();
+        assert!(
+            e.accuracy < 0.2,
+            "accuracy {} from wrong labels",
+            e.accuracy
+        );
+        // Bad settings are refused, naming the setting.
+        for (t, a, what) in [(0.0, 0.5, "temperature"), (4.0, 1.5, "alpha")] {
+            let e = guided(None, Some((&teacher, t, a)), n, sets)
+                .err()
+                .expect("refused");
+            assert!(e.to_string().contains(what), "{e}");
+        }
+    }
+
+    #[test]
+    fn fine_tuning_starts_from_the_given_model_even_a_quantized_one() {
+        let (train_set, validation, test) = small_splits();
+        let sets = (&train_set, &validation);
+        let init = shipped("edge-mlp-int8.safetensors");
+        // The dequantized weights compute what the int8 model does, up to rounding.
+        let f32_model =
+            Model::from_f32(init.metadata().clone(), init.f32_params().unwrap()).unwrap();
+        let (a, b) = (
+            eval::evaluate(&init, &test).unwrap().accuracy,
+            eval::evaluate(&f32_model, &test).unwrap().accuracy,
+        );
+        assert!((a - b).abs() < 0.005, "int8 {a}, dequantized {b}");
+        let tuned = guided(Some(&init), None, 64, sets).unwrap();
+        let scratch = guided(None, None, 64, sets).unwrap();
+        let tuned_acc = eval::evaluate(&tuned, &test).unwrap().accuracy;
+        let scratch_acc = eval::evaluate(&scratch, &test).unwrap().accuracy;
+        assert!(tuned_acc > 0.95, "fine-tuned {tuned_acc}");
+        assert!(
+            scratch_acc < 0.85,
+            "from scratch on 64 images {scratch_acc}"
+        );
+        // Another architecture is refused.
+        let cnn = shipped("cloud-cnn.safetensors");
+        let e = guided(Some(&cnn), None, 64, sets).err().expect("refused");
+        assert!(e.to_string().contains("not the mlp-800-128-10"), "{e}");
+    }
+
+    #[test]
+    fn a_mix_holds_every_hard_example_and_a_seeded_sample() {
+        let img = |v: u8| Dataset {
+            images: vec![v; 4],
+            labels: vec![v % 10],
+            rows: 2,
+            cols: 2,
+        };
+        let mut original = img(0);
+        for v in 1..50 {
+            let d = img(v);
+            original.images.extend(d.images);
+            original.labels.extend(d.labels);
+        }
+        let hard = img(200);
+        let m = mix(&hard, &original, 10, 3).unwrap();
+        assert_eq!(m.len(), 11);
+        assert_eq!(m.image(0), hard.image(0));
+        assert_eq!(m, mix(&hard, &original, 10, 3).unwrap());
+        assert_ne!(m, mix(&hard, &original, 10, 4).unwrap());
+        assert_eq!(mix(&hard, &original, 1000, 3).unwrap().len(), 51);
+        let other = Dataset {
+            images: vec![0; 9],
+            labels: vec![0],
+            rows: 3,
+            cols: 3,
+        };
+        assert!(mix(&other, &original, 1, 1).is_err());
     }
 
     #[test]
