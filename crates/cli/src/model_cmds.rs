@@ -356,6 +356,14 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         Some(eval::latency(&model, &test)?)
     };
     let m = model.metadata();
+    // The input detector, and the share of the test images it flags (about 1 %, by design).
+    let ood = model.ood().map(|d| {
+        let flagged = (0..test.len())
+            .filter(|&i| d.assess(&test.pixels_f32(i..i + 1)).unusual)
+            .count();
+        let bytes: usize = d.parts().iter().map(|(_, _, v)| 4 * v.len()).sum();
+        (d, flagged as f64 / test.len().max(1) as f64, bytes)
+    });
     if args.json {
         let mut out = serde_json::json!({
             "model": args.model.display().to_string(),
@@ -373,6 +381,14 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
             "temperature": e.temperature,
             "metadata_test_accuracy": m.test_accuracy,
         });
+        if let Some((d, flagged, bytes)) = ood {
+            out["ood"] = serde_json::json!({
+                "components": d.components(),
+                "threshold": d.threshold(),
+                "bytes": bytes,
+                "test_flagged": flagged,
+            });
+        }
         if let Some(Latency {
             batch1,
             batch64_per_image,
@@ -402,6 +418,14 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
             "  ECE {:.4} at temperature {:.3}, {:.4} uncalibrated; NLL {:.4} ({:.4} uncalibrated)",
             e.ece, e.temperature, e.ece_uncalibrated, e.nll, e.nll_uncalibrated
         );
+        if let Some((d, flagged, bytes)) = ood {
+            println!(
+                "  input detector: {} directions, threshold {:.3}, {bytes} bytes; flags {:.2} % of the test images",
+                d.components(),
+                d.threshold(),
+                100.0 * flagged
+            );
+        }
         if let Some(l) = latency {
             println!(
                 "  latency (one thread): {:.1} us at batch 1, {:.2} us per image at batch 64",

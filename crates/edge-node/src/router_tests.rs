@@ -5,6 +5,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
 
+use edgeinfer_model::ood::Novelty;
 use edgeinfer_serving::answer::Placement;
 use edgeinfer_serving::input::Decoded;
 
@@ -22,6 +23,8 @@ struct FakeModel {
     delay: Duration,
     completion: Duration,
     full: bool,
+    /// What the model's input detector says, when it has one.
+    novelty: Option<Novelty>,
     calls: AtomicUsize,
 }
 
@@ -48,6 +51,7 @@ impl FakeModel {
             delay: ms(1),
             completion: Duration::ZERO,
             full: false,
+            novelty: None,
             calls: AtomicUsize::new(0),
         }
     }
@@ -82,6 +86,7 @@ impl EdgeModel for FakeModel {
                 queue: Duration::from_micros(10),
                 compute: self.delay,
                 batch_size: 1,
+                novelty: self.novelty,
             },
             self.meta.clone(),
         ))
@@ -220,6 +225,54 @@ async fn a_confident_edge_answers_by_itself() {
     assert_eq!(a.model, "tiny@3");
     assert_eq!(cloud_of(&r).calls(), 0);
     assert_eq!(a.timing.edge_compute, ms(1));
+}
+
+/// A confident edge is not trusted on an input unlike its training data: the cloud answers,
+/// and the answer carries the edge's verdict; with no cloud the edge answers, flagged.
+#[tokio::test(start_paused = true)]
+async fn an_unusual_input_goes_to_the_cloud_and_says_so() {
+    let unusual = Novelty {
+        score: 40.0,
+        unusual: true,
+    };
+    let model = || FakeModel {
+        novelty: Some(unusual),
+        ..FakeModel::new(SURE)
+    };
+    let r = router(model(), cloud_ok());
+    let a = r.route(&call(Placement::Auto)).await.unwrap();
+    assert_eq!(
+        (a.served_by, a.reason, a.degraded),
+        (Tier::Cloud, Reason::OutOfDistribution, false)
+    );
+    assert_eq!(a.novelty, Some(unusual));
+    assert_eq!(a.edge_confidence, 0.98);
+
+    let alone = router(model(), None);
+    let a = alone.route(&call(Placement::Auto)).await.unwrap();
+    assert_eq!(
+        (a.served_by, a.reason, a.degraded),
+        (Tier::Edge, Reason::CloudUnavailable, true)
+    );
+    assert_eq!(a.novelty, Some(unusual));
+    // A forced edge placement is obeyed; the flag goes with the answer.
+    let r = router(model(), cloud_ok());
+    let a = r.route(&call(Placement::EdgeOnly)).await.unwrap();
+    assert_eq!((a.served_by, a.reason), (Tier::Edge, Reason::Placement));
+    assert_eq!(a.novelty, Some(unusual));
+    // An input like the training data is answered as before.
+    let usual = FakeModel {
+        novelty: Some(Novelty {
+            score: 0.9,
+            unusual: false,
+        }),
+        ..FakeModel::new(SURE)
+    };
+    let a = router(usual, cloud_ok())
+        .route(&call(Placement::Auto))
+        .await
+        .unwrap();
+    assert_eq!((a.served_by, a.reason), (Tier::Edge, Reason::Confident));
 }
 
 #[tokio::test(start_paused = true)]

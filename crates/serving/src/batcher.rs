@@ -562,6 +562,8 @@ mod tests {
         entered: AtomicUsize,
         /// The thread of the last forward pass.
         thread: Mutex<String>,
+        /// An input detector, for the tests of novelty.
+        ood: Option<edgeinfer_model::ood::Detector>,
     }
 
     impl Recorder {
@@ -594,6 +596,9 @@ mod tests {
                 })
                 .collect())
         }
+        fn ood(&self) -> Option<&edgeinfer_model::ood::Detector> {
+            self.ood.as_ref()
+        }
     }
 
     fn recorder() -> Arc<Recorder> {
@@ -613,6 +618,7 @@ mod tests {
             gate: Mutex::default(),
             entered: AtomicUsize::new(0),
             thread: Mutex::default(),
+            ood: None,
         })
     }
 
@@ -676,6 +682,44 @@ mod tests {
         assert_eq!((s.batch_size, s.queue), (1, Duration::ZERO));
         assert_ne!(model.last_thread(), "model-rec-0", "scored inline");
         assert_eq!(b.in_flight(), 0);
+    }
+
+    /// A model with an input detector: every answer, batched or inline, carries its verdict.
+    #[tokio::test]
+    async fn answers_carry_the_detectors_verdict_on_both_paths() {
+        // Training inputs along the diagonal: (t, t) with a little spread across it.
+        let train: Vec<f32> = (0..400)
+            .flat_map(|i| {
+                let t = (i % 100) as f32 / 100.0;
+                let off = if i % 2 == 0 { 0.01 } else { -0.01 };
+                [t + off, t - off]
+            })
+            .collect();
+        let detector =
+            edgeinfer_model::ood::Detector::fit(&train, 2, &train[..200], 1, 0.99).unwrap();
+        let mut model = Arc::into_inner(recorder()).unwrap();
+        model.ood = Some(detector);
+        let model = Arc::new(model);
+        let metrics = Metrics::unregistered(model.metadata());
+        let config = BatcherConfig {
+            workers: 1,
+            inline_below: Duration::from_secs(1),
+            ..BatcherConfig::default()
+        };
+        let b = Batcher::new(model.clone(), config, metrics.batcher.clone());
+        let on_worker = b.classify(vec![0.4, 0.4], None).await.unwrap();
+        assert_eq!(model.last_thread(), "model-rec-0");
+        let inline = b.classify(vec![0.9, 0.1], None).await.unwrap();
+        assert_ne!(model.last_thread(), "model-rec-0");
+        let (usual, unusual) = (on_worker.novelty.unwrap(), inline.novelty.unwrap());
+        assert!(!usual.unusual && usual.score < 2.0, "{usual:?}");
+        assert!(unusual.unusual && unusual.score > 100.0, "{unusual:?}");
+        // Without a detector there is no verdict.
+        let plain = batcher(recorder(), 4, 4);
+        assert_eq!(
+            plain.classify(vec![0.4, 0.4], None).await.unwrap().novelty,
+            None
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
