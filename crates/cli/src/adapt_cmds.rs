@@ -103,8 +103,8 @@ the edge; the edge keeps those the cloud answers in its hard-example store\n\
 original training images, quantize to int8, calibrate on the validation split, write --out\n\
   4. LoadModel on the edge's admin listener: the new version serves\n\
   5. after: the same shifted test images again\n\n\
-The shift: every digit rotated by 20-30 degrees, clockwise or not (uniform, seeded by \
---seed), resampled bilinearly. Test images measure, training images teach, so the figures \
+The shift: sensor noise, Gaussian noise of sigma 0.35 (of the full scale) added to every \
+pixel, clamped to [0, 1] (seeded by --seed). Test images measure, training images teach, so the figures \
 are on images the new model never saw.\n\n\
 Example: edgeinfer up --hard-examples-dir /tmp/hard &\n  \
 edgeinfer adapt --hard-examples-dir /tmp/hard --out /tmp/edge-mlp-adapted-int8.safetensors"

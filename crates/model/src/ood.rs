@@ -12,8 +12,11 @@
 //! the squared Mahalanobis distance under that model, per dimension: about 1 for an input like
 //! the training data, far more for one that is not (uniform noise scores in the hundreds on
 //! MNIST, because the pixels that are always dark in digits are bright in it). The threshold is
-//! the 99th percentile of the scores of the validation split, so about one input in a hundred
-//! of the training distribution is flagged.
+//! the 99th percentile of the scores of the training inputs and the validation split together,
+//! so about one input in a hundred of what the model learned from is flagged. The training
+//! inputs count because a model fine-tuned on new inputs (`edgeinfer adapt`) has learned them:
+//! they are "like its training data" in the proportion it saw them, which a validation split of
+//! the original data alone would not say.
 //!
 //! The detector works in input space and needs nothing of the network, so one mechanism serves
 //! every architecture and every quantization of it: quantizing a model carries its detector
@@ -73,7 +76,8 @@ pub struct Detector {
 
 impl Detector {
     /// Fits the detector on `n` training inputs of `dim` floats (row-major), with `k`
-    /// directions, and sets the threshold at `quantile` of the scores of `validation`.
+    /// directions, and sets the threshold at `quantile` of the scores of the training inputs
+    /// and `validation` together.
     pub fn fit(
         inputs: &[f32],
         dim: usize,
@@ -132,6 +136,7 @@ impl Detector {
         };
         let mut scores: Vec<f32> = validation
             .chunks_exact(dim)
+            .chain(inputs.chunks_exact(dim))
             .map(|x| detector.score(x))
             .collect();
         scores.sort_by(f32::total_cmp);

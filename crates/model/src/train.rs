@@ -127,7 +127,7 @@ impl TrainObserver for Quiet {}
 
 /// Trains a network of `cfg.architecture` on `train` (the training split, without validation
 /// images), reporting validation accuracy on `validation` after each epoch, and fits the input
-/// detector ([`crate::ood`]) on the same training images, its threshold on `validation`. The
+/// detector ([`crate::ood`]) on the same training images, its threshold on them and `validation`. The
 /// result's metadata has temperature 1 and test accuracy 0 until [`crate::eval::calibrate`]
 /// measures them.
 pub fn train(
