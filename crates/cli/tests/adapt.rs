@@ -65,15 +65,19 @@ async fn a_tiny_turn_completes_and_swaps_the_edge_model() {
     assert_eq!((report.before.requests, report.after.requests), (200, 200));
     assert_eq!(report.before.ok, 200, "{:?}", report.before.errors);
     assert_eq!(report.after.ok, 200, "{:?}", report.after.errors);
-    // Rotated digits: the shipped edge sends many to the cloud, and each answer is kept.
+    // Noisy digits: the shipped edge sends many to the cloud, and each answer is kept.
     let c = &report.collected;
     assert!(c.answered_by_cloud > 20, "{c:?}");
     assert_eq!(c.records, c.answered_by_cloud, "{c:?}");
     assert_eq!(c.used, c.records, "{c:?}");
-    // The before answers name the old model, the after answers the new one.
-    assert!(report.before.models.keys().any(|m| m == "edge-mlp@1"));
-    assert!(report.after.models.keys().any(|m| m == "edge-mlp@2"));
-    assert!(!report.after.models.keys().any(|m| m == "edge-mlp@1"));
+    // Edge answers before the swap name the old model, after it the new one. (The shipped
+    // model's input detector may send every noisy digit to the cloud: then only the cloud
+    // answers before.)
+    let (before, after) = (&report.before.models, &report.after.models);
+    assert!(!before.contains_key("edge-mlp@2"), "{before:?}");
+    assert!(!after.contains_key("edge-mlp@1"), "{after:?}");
+    // The adapted model, fitted on noisy digits, answers some of them itself.
+    assert!(after.contains_key("edge-mlp@2"), "{after:?}");
     assert!(
         report.adapted.clean.accuracy > 0.9,
         "{:?}",
