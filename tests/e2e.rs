@@ -145,7 +145,9 @@ async fn clear_digits_are_answered_at_the_edge_and_ambiguous_ones_by_the_cloud()
 
     // Noise is nothing like a digit: whatever the edge's confidence, the cloud answers, and
     // the answer says why. (A deterministic spread of values in [0, 1).)
-    let noise: Vec<f32> = (0..784u32).map(|i| (i * 7919 % 1000) as f32 / 1000.0).collect();
+    let noise: Vec<f32> = (0..784u32)
+        .map(|i| (i * 7919 % 1000) as f32 / 1000.0)
+        .collect();
     let r = c
         .infer(InferRequest {
             input: Some(Input::Pixels(Pixels { values: noise })),
@@ -159,7 +161,23 @@ async fn clear_digits_are_answered_at_the_edge_and_ambiguous_ones_by_the_cloud()
         (Tier::Cloud, Reason::OutOfDistribution),
         "{r:?}"
     );
-    assert!(r.out_of_distribution && r.ood_score.unwrap() > 10.0, "{r:?}");
+    assert!(
+        r.out_of_distribution && r.ood_score.unwrap() > 10.0,
+        "{r:?}"
+    );
+    assert!(r.explanation.is_empty(), "explanations only when asked for");
+
+    // Asked to explain: one attribution per pixel, by the edge model, whoever answered.
+    let r = c
+        .infer(InferRequest {
+            explain: true,
+            ..raw(data.image(0))
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.explanation.len(), 784);
+    assert!(r.explanation.iter().any(|a| *a != 0.0), "{r:?}");
     s.stop().await.unwrap();
 }
 
@@ -505,6 +523,45 @@ async fn open_inference_protocol_goes_through_the_router_with_provenance() {
     let served = oip::as_string(&r.parameters["served_by"]).unwrap();
     assert_eq!(served.split(',').count(), 4, "{served}");
     assert!(r.parameters.contains_key("reason") && r.parameters.contains_key("total_us"));
+
+    // Asked to explain, every row also gets an attribution per pixel: gradient times input,
+    // so zero wherever the pixel is.
+    let mut raw_input = Vec::new();
+    for i in 0..2 {
+        raw_input.extend_from_slice(data.image(i));
+    }
+    let mut request = ModelInferRequest {
+        model_name: "mnist".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "UINT8".into(),
+            shape: vec![2, 784],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw_input.clone()],
+        ..Default::default()
+    };
+    request
+        .parameters
+        .insert("explain".into(), oip::bool_param(true));
+    let r = oip_client.model_infer(request).await.unwrap().into_inner();
+    assert_eq!(r.outputs[1].name, "explanation");
+    assert_eq!(r.outputs[1].shape, vec![2, 784]);
+    let explanation: Vec<f32> = r.raw_output_contents[1]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(explanation.len(), 2 * 784);
+    for (pixel, a) in raw_input.iter().zip(&explanation) {
+        assert!(a.is_finite());
+        if *pixel == 0 {
+            assert_eq!(*a, 0.0);
+        }
+    }
+    assert!(
+        explanation.iter().any(|a| *a > 0.0),
+        "something pushed towards the label"
+    );
 
     let ready = oip_client
         .model_ready(ModelReadyRequest {

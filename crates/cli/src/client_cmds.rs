@@ -15,6 +15,7 @@
 //! - [`bench`] and [`bench_plot`]: the `bench` command: steps, warm-up, targets, CSV, plot.
 //! - [`health`]: the `health` command, with grpc_health_probe's exit statuses.
 //! - [`exit`]: errors that carry an exit status, read by `main`.
+//! - `explain`: `infer --explain FILE.png`, the answer's attribution as a heat map.
 //! - `fake_server` (tests only): a gRPC server on port 0 with no model, for exact counts.
 //!
 //! These commands know the service only through `proto/`: they must work against any server
@@ -23,6 +24,7 @@
 pub(crate) mod bench;
 mod bench_plot;
 pub(crate) mod exit;
+mod explain;
 #[cfg(test)]
 mod fake_server;
 pub(crate) mod health;
@@ -76,6 +78,11 @@ pub struct InferArgs {
     pub mnist_test: Option<usize>,
     #[command(flatten)]
     pub routing: RoutingArgs,
+    /// Ask for the answer's explanation (an attribution per pixel, by the node's own model)
+    /// and write it to FILE as a PNG: the digit as the model saw it, and beside it the
+    /// attribution as a heat map (red pushed towards the label, blue away from it).
+    #[arg(long, value_name = "FILE.png")]
+    pub explain: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -83,6 +90,16 @@ pub struct InferArgs {
 
 /// Sends one native `Infer` and prints the answer with its provenance and timing.
 pub async fn run_infer(args: &InferArgs) -> Result<()> {
+    if let Some(path) = &args.explain
+        && !path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        bail!(
+            "--explain {}: the heat map is written as PNG; name a .png file",
+            path.display()
+        );
+    }
     let (input, truth) = match (&args.image, args.mnist_test) {
         (Some(path), _) => {
             let bytes =
@@ -114,7 +131,13 @@ pub async fn run_infer(args: &InferArgs) -> Result<()> {
         min_confidence: args.routing.min_confidence,
         placement: Placement::from(args.routing.placement) as i32,
         model: args.routing.model.clone().unwrap_or_default(),
+        explain: args.explain.is_some(),
     });
+    // The image as the model sees it, to draw beside the explanation.
+    let seen = match (&args.explain, &request.get_ref().input) {
+        (Some(_), Some(input)) => Some(explain::model_view(input)?),
+        _ => None,
+    };
     request.set_timeout(Duration::from_millis(DEFAULT_TIMEOUT_MS));
     let started = Instant::now();
     let response = target
@@ -125,6 +148,12 @@ pub async fn run_infer(args: &InferArgs) -> Result<()> {
         .into_inner();
     let round_trip = started.elapsed();
 
+    if let (Some(path), Some(seen)) = (&args.explain, &seen) {
+        explain::write_png(path, seen, &response.explanation)?;
+        if !args.json {
+            eprintln!("explanation written to {}", path.display());
+        }
+    }
     let timing = response.timing.unwrap_or_default();
     let served_by = request::tier_name(response.served_by());
     let reason = response.reason().as_str_name();

@@ -222,6 +222,8 @@ fn cloud_request(call: &Call, timeout: Duration) -> InferRequest {
         min_confidence: None,
         placement: edgeinfer::v1::Placement::from(Placement::Auto) as i32,
         model: String::new(),
+        // The edge explains with its own model; the cloud is not asked to.
+        explain: false,
     }
 }
 

@@ -29,6 +29,16 @@ pub trait Classifier: Send + Sync + 'static {
     fn ood(&self) -> Option<&Detector> {
         None
     }
+
+    /// An attribution per input value for the score of label `class`: gradient times input
+    /// of that label's logit, `input.len()` values in the input's layout. Positive values
+    /// pushed the model towards the label, negative ones away from it.
+    fn explain(&self, _input: &[f32], _class: usize) -> Result<Vec<f32>, ModelError> {
+        Err(ModelError::Unsupported(format!(
+            "{} cannot explain its answers",
+            self.metadata().name
+        )))
+    }
 }
 
 /// Loads a model file, choosing the format by extension (`.safetensors`, `.gguf`).
@@ -55,6 +65,9 @@ pub struct Model {
     params: Params,
     /// The training inputs' detector, when the file carries one.
     ood: Option<Detector>,
+    /// The network in f32 with gradients (quantized weights dequantized), built on the first
+    /// request for an explanation.
+    explainer: std::sync::OnceLock<Box<dyn nets::Net>>,
 }
 
 /// A model's parameters in [`Architecture::params`] order.
@@ -114,6 +127,7 @@ impl Model {
                     net: Box::new(net),
                     params: Params::Quantized(q),
                     ood: None,
+                    explainer: Default::default(),
                 }
             }
             Weights::Int8(layers) => {
@@ -134,6 +148,7 @@ impl Model {
                     net: Box::new(net),
                     params: Params::Int8(layers),
                     ood: None,
+                    explainer: Default::default(),
                 }
             }
         };
@@ -171,6 +186,7 @@ impl Model {
             net,
             params: Params::F32(params),
             ood: None,
+            explainer: Default::default(),
         })
     }
 
@@ -377,6 +393,48 @@ impl Classifier for Model {
     fn ood(&self) -> Option<&Detector> {
         self.ood.as_ref()
     }
+
+    fn explain(&self, input: &[f32], class: usize) -> Result<Vec<f32>, ModelError> {
+        let n = self.metadata.input_len();
+        if input.len() != n {
+            return Err(ModelError::Input(format!(
+                "{} floats to explain, the model takes {n}",
+                input.len()
+            )));
+        }
+        if class >= self.metadata.labels.len() {
+            return Err(ModelError::Input(format!(
+                "label {class} to explain, the model has {}",
+                self.metadata.labels.len()
+            )));
+        }
+        let net = match self.explainer.get() {
+            Some(net) => net,
+            None => {
+                let map = self.f32_params()?.into_iter().collect();
+                let vb = VarBuilder::from_tensors(map, candle_core::DType::F32, &Device::Cpu);
+                let built = nets::build(self.architecture, vb)?;
+                // Another thread may have built it meanwhile; either is the same network.
+                let _ = self.explainer.set(built);
+                self.explainer.get().expect("set just now")
+            }
+        };
+        threading::single_threaded(|| {
+            let x = candle_core::Var::from_slice(input, (1, n), &Device::Cpu)?;
+            let logit = net.forward_t(x.as_tensor(), None)?.get(0)?.get(class)?;
+            let grads = logit.backward()?;
+            let gradient = grads
+                .get(x.as_tensor())
+                .ok_or_else(|| ModelError::Unsupported("no gradient for the input".into()))?;
+            let attribution = (gradient * x.as_tensor())?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            if attribution.iter().any(|v| !v.is_finite()) {
+                return Err(ModelError::NonFiniteOutput("the explanation".into()));
+            }
+            Ok(attribution)
+        })
+    }
 }
 
 /// `softmax(row / temperature)`, numerically stable, in place.
@@ -470,6 +528,56 @@ mod tests {
                 });
             }
         });
+    }
+
+    /// Each attribution is the logit's slope along that input (a central difference on the
+    /// f32 network the explanation is computed on) times the input, for every kind of model;
+    /// bad requests are errors.
+    #[test]
+    fn explanations_are_gradient_times_input() {
+        let mlp = Model::untrained(Architecture::EdgeMlp, 3).unwrap();
+        let models = [
+            mlp.quantize("int8").unwrap(),
+            mlp.quantize("q8_0").unwrap(),
+            mlp,
+            Model::untrained(Architecture::CloudCnn, 3).unwrap(),
+        ];
+        let x = inputs(1);
+        for model in &models {
+            let class = 4;
+            let e = model.explain(&x, class).unwrap();
+            assert_eq!(e.len(), 784);
+            // The f32 network the explanation comes from.
+            let f32_model = Model::from_f32(
+                crate::train::initial_metadata(model.architecture()),
+                model.f32_params().unwrap(),
+            )
+            .unwrap();
+            let logit = |v: &[f32]| f32_model.logits(v, 1).unwrap()[class];
+            for i in [100usize, 300, 405, 600] {
+                if x[i] == 0.0 {
+                    assert_eq!(e[i], 0.0);
+                    continue;
+                }
+                let h = 1e-3;
+                let (mut up, mut down) = (x.clone(), x.clone());
+                up[i] += h;
+                down[i] -= h;
+                let slope = (logit(&up) - logit(&down)) / (2.0 * h);
+                assert!(
+                    (e[i] - slope * x[i]).abs() < 1e-2 + 0.05 * (slope * x[i]).abs(),
+                    "{}: input {i}: {} against {}",
+                    model.metadata().quantization,
+                    e[i],
+                    slope * x[i]
+                );
+            }
+            assert!(matches!(
+                model.explain(&x[..10], 0),
+                Err(ModelError::Input(_))
+            ));
+            assert!(matches!(model.explain(&x, 10), Err(ModelError::Input(_))));
+        }
     }
 
     #[test]

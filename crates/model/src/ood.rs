@@ -98,7 +98,7 @@ impl Detector {
                 dim - 1
             )));
         }
-        if validation.is_empty() || validation.len() % dim != 0 {
+        if validation.is_empty() || !validation.len().is_multiple_of(dim) {
             return Err(ModelError::Input(format!(
                 "the threshold needs validation inputs of {dim} floats, got {} floats",
                 validation.len()
@@ -380,15 +380,16 @@ fn jacobi_eigen(mut a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
                 let t = if theta == 0.0 { 1.0 } else { t };
                 let c = 1.0 / (t * t + 1.0).sqrt();
                 let s = t * c;
-                for k in 0..n {
-                    let (akp, akq) = (a[k][p], a[k][q]);
-                    a[k][p] = c * akp - s * akq;
-                    a[k][q] = s * akp + c * akq;
+                for row in a.iter_mut() {
+                    let (akp, akq) = (row[p], row[q]);
+                    row[p] = c * akp - s * akq;
+                    row[q] = s * akp + c * akq;
                 }
-                for k in 0..n {
-                    let (apk, aqk) = (a[p][k], a[q][k]);
-                    a[p][k] = c * apk - s * aqk;
-                    a[q][k] = s * apk + c * aqk;
+                let (low, high) = a.split_at_mut(q);
+                for (apk, aqk) in low[p].iter_mut().zip(high[0].iter_mut()) {
+                    let (x, y) = (*apk, *aqk);
+                    *apk = c * x - s * y;
+                    *aqk = s * x + c * y;
                 }
                 for row in v.iter_mut() {
                     let (vkp, vkq) = (row[p], row[q]);

@@ -247,6 +247,7 @@ impl From<Answer> for v1::InferResponse {
             edge_confidence: a.edge_confidence,
             ood_score: a.novelty.map(|n| n.score),
             out_of_distribution: a.novelty.is_some_and(|n| n.unusual),
+            explanation: Vec::new(),
         }
     }
 }

@@ -274,6 +274,11 @@ impl Batcher {
         self.model.metadata()
     }
 
+    /// The model behind the queue.
+    pub fn model(&self) -> &Arc<dyn Classifier> {
+        &self.model
+    }
+
     /// Scores one input (`metadata().input_len()` values), to be answered before `deadline`
     /// if one is given: refused at once when the queue is full, when the expected wait is over
     /// the queue's time bound, or when the answer is expected after the deadline.

@@ -20,6 +20,7 @@ use std::time::SystemTime;
 use edgeinfer_model::{Classifier, ModelError, ModelFormat, ModelMetadata};
 
 use crate::batcher::{BatchError, Batcher, BatcherConfig, Scored};
+use crate::error::ServeError;
 use crate::metrics::BatcherMetrics;
 use crate::repository::{Repository, RepositoryError};
 
@@ -106,6 +107,24 @@ impl Served {
             .map_or(0, |d| d.as_millis() as u64);
         s.last_ms.store(now, Ordering::Relaxed);
         result
+    }
+}
+
+impl Served {
+    /// An attribution per input value for label `class` ([`Classifier::explain`]), computed
+    /// off the runtime's threads.
+    pub async fn explain(&self, input: Vec<f32>, class: usize) -> Result<Vec<f32>, ServeError> {
+        let model = self.batcher.model().clone();
+        let result = tokio::task::spawn_blocking(move || model.explain(&input, class))
+            .await
+            .map_err(|e| BatchError::Model(format!("explaining: {e}")))?;
+        result.map_err(|e| match e {
+            ModelError::Unsupported(message) | ModelError::Input(message) => ServeError::Field {
+                field: "explain".into(),
+                message,
+            },
+            e => BatchError::Model(format!("explaining: {e}")).into(),
+        })
     }
 }
 

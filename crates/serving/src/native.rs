@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::answer::Placement;
+use crate::answer::{Answer, Placement};
 use crate::error::ServeError;
 use crate::input::decode_native;
 use crate::limits::Gate;
@@ -85,6 +85,25 @@ pub fn decode_call<N: Node + ?Sized>(
     })
 }
 
+/// The answer and, when `input` is given, its explanation by the node's own model.
+pub(crate) async fn explained<N: Node + ?Sized>(
+    node: &N,
+    answer: Answer,
+    input: Option<Vec<f32>>,
+) -> Result<(Answer, Vec<f32>), ServeError> {
+    let Some(input) = input else {
+        return Ok((answer, Vec::new()));
+    };
+    let Some(served) = node.served() else {
+        return Err(ServeError::Field {
+            field: "explain".into(),
+            message: "this node has no model of its own to explain with".into(),
+        });
+    };
+    let explanation = served.explain(input, answer.class_index).await?;
+    Ok((answer, explanation))
+}
+
 /// Decodes and answers one native request, recording its span and metrics.
 pub async fn answer<N: Node + ?Sized>(
     node: &N,
@@ -94,15 +113,21 @@ pub async fn answer<N: Node + ?Sized>(
 ) -> Result<InferResponse, Status> {
     let span = tracing::info_span!("infer", id = %request.id, model = %request.model);
     async move {
+        let explain = request.explain;
         let result = match decode_call(node, request, received, deadline) {
             Ok(call) => {
                 tracing::Span::current().record("id", call.id.as_str());
-                node.infer(call).await
+                // The input is kept only when the answer is to be explained.
+                let input = explain.then(|| call.input.values.clone());
+                match node.infer(call).await {
+                    Ok(answer) => explained(node, answer, input).await,
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
         match result {
-            Ok(answer) => {
+            Ok((answer, explanation)) => {
                 node.metrics().answered(
                     answer.served_by,
                     answer.reason,
@@ -114,7 +139,9 @@ pub async fn answer<N: Node + ?Sized>(
                     total_us = answer.timing.total.as_micros() as u64,
                     "answered"
                 );
-                Ok(answer.into())
+                let mut response = InferResponse::from(answer);
+                response.explanation = explanation;
+                Ok(response)
             }
             Err(e) => {
                 let status = Status::from(e);

@@ -38,6 +38,8 @@ use crate::node::{Call, Node, fresh_id, input_spec, request_deadline};
 pub const INPUT_NAME: &str = "input";
 /// Name of the output tensor.
 pub const OUTPUT_NAME: &str = "probabilities";
+/// The output of attributions, when the request asks for them.
+pub const EXPLANATION_NAME: &str = "explanation";
 
 /// The Open Inference Protocol service of a node.
 pub struct OipService<N> {
@@ -75,6 +77,8 @@ struct Options {
     budget_ms: u32,
     min_confidence: Option<f32>,
     placement: Placement,
+    /// Return `explanation` too: the `explain` parameter, or the output asked for by name.
+    explain: bool,
 }
 
 fn options(request: &ModelInferRequest) -> Result<Options, ServeError> {
@@ -112,10 +116,17 @@ fn options(request: &ModelInferRequest) -> Result<Options, ServeError> {
             )
         })?,
     };
+    let explain = match p.get("explain") {
+        None => false,
+        Some(v) => {
+            oip::as_bool(v).ok_or_else(|| field("parameters.explain", "expected true or false"))?
+        }
+    } || request.outputs.iter().any(|o| o.name == EXPLANATION_NAME);
     Ok(Options {
         budget_ms,
         min_confidence,
         placement,
+        explain,
     })
 }
 
@@ -176,11 +187,16 @@ impl<N: Node> OipService<N> {
                 format!("{:?}; the model's input is {INPUT_NAME:?}", tensor.name),
             ));
         }
-        if let Some(out) = request.outputs.iter().find(|o| o.name != OUTPUT_NAME) {
+        if let Some(out) = request
+            .outputs
+            .iter()
+            .find(|o| o.name != OUTPUT_NAME && o.name != EXPLANATION_NAME)
+        {
             return Err(field(
                 "outputs",
                 format!(
-                    "{:?} is not an output; the model's output is {OUTPUT_NAME:?}",
+                    "{:?} is not an output; the model's outputs are {OUTPUT_NAME:?} and \
+                     {EXPLANATION_NAME:?}",
                     out.name
                 ),
             ));
@@ -204,6 +220,10 @@ impl<N: Node> OipService<N> {
             request.id.clone()
         };
         let n = rows.len();
+        let inputs: Vec<Option<Vec<f32>>> = rows
+            .iter()
+            .map(|r| opts.explain.then(|| r.values.clone()))
+            .collect();
         let calls = rows.into_iter().enumerate().map(|(i, input)| Call {
             id: if n == 1 {
                 id.clone()
@@ -218,21 +238,43 @@ impl<N: Node> OipService<N> {
             received,
             deadline,
         });
-        let answers: Vec<Answer> = join_all(calls.map(|c| node.infer(c)))
+        let answered = calls.zip(inputs).map(|(c, input)| async move {
+            crate::native::explained(node, node.infer(c).await?, input).await
+        });
+        let (answers, explanations): (Vec<Answer>, Vec<Vec<f32>>) = join_all(answered)
             .await
             .into_iter()
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
         for a in &answers {
             node.metrics()
                 .answered(a.served_by, a.reason, received.elapsed().as_secs_f64());
         }
-        Ok(build_response(
+        let mut response = build_response(
             &request.model_name,
             resolved.name(),
             resolved.meta(),
             id,
             &answers,
-        ))
+        );
+        if opts.explain {
+            let len = resolved.meta().input_len();
+            let raw: Vec<u8> = explanations
+                .iter()
+                .flatten()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            response.outputs.push(InferOutputTensor {
+                name: EXPLANATION_NAME.into(),
+                datatype: "FP32".into(),
+                shape: vec![answers.len() as i64, len as i64],
+                parameters: Default::default(),
+                contents: None,
+            });
+            response.raw_output_contents.push(raw);
+        }
+        Ok(response)
     }
 }
 

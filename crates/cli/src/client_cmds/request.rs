@@ -251,6 +251,7 @@ pub fn native_request(options: &RequestOptions, id: String, pixels: &[u8]) -> In
         min_confidence: options.min_confidence,
         placement: Placement::from(options.placement) as i32,
         model: options.model.clone().unwrap_or_default(),
+        explain: false,
     }
 }
 
