@@ -1,6 +1,7 @@
 //! Model forward passes through `Classifier::classify`, on the calling thread as the servers
 //! run them: edge-mlp in f32, int8, q8_0 and q4_0, and cloud-cnn, at batch 1 and 64, all in one
-//! run so that their ratios are measured under the same conditions.
+//! run so that their ratios are measured under the same conditions; and the input detector's
+//! score of one input (`ood score`), which the batcher computes beside each forward pass.
 //!
 //! `cargo bench --bench model_forward` (figures and machine in BENCHMARKS.md, "Model forward").
 //! Set `CANDLE_NUM_THREADS=1` and `RAYON_NUM_THREADS=<cores>` as a server does
@@ -97,6 +98,16 @@ fn forward(c: &mut Criterion) {
         }
     }
     group.finish();
+
+    // The detector is the same in every form of the edge model: the int8 file's, as served.
+    let (_, file, arch, quantization) = MODELS[1];
+    let model = load(file, arch, quantization);
+    if let Some(detector) = model.ood() {
+        let x = inputs(1);
+        c.bench_function("ood score/1", |b| b.iter(|| detector.score(black_box(&x))));
+    } else {
+        eprintln!("{file} carries no input detector: ood score not measured");
+    }
 }
 
 criterion_group!(benches, forward);

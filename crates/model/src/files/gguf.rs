@@ -229,16 +229,17 @@ impl Scan<'_> {
         }
     }
 
-    fn string(&mut self, what: &'static str) -> Result<(), HeaderError> {
+    /// Skips a length-prefixed string; returns where its bytes start.
+    fn string(&mut self, what: &'static str) -> Result<u64, HeaderError> {
         let n = self.length(what)?;
-        self.skip(what, n).map(drop)
+        self.skip(what, n)
     }
 
     /// Skips one metadata value of GGUF type `value_type`.
     fn value(&mut self, value_type: u32, depth: u32) -> Result<(), HeaderError> {
         const WHAT: &str = "a metadata value";
         match value_type {
-            8 => self.string(WHAT),
+            8 => self.string(WHAT).map(drop),
             9 => {
                 if depth >= MAX_ARRAY_DEPTH {
                     return Err(HeaderError::Malformed(format!(
@@ -301,9 +302,19 @@ fn scan_header(bytes: &[u8]) -> Result<(), HeaderError> {
     let entries = scan.length("the metadata count")?;
     // Every entry and tensor info takes bytes, so both loops end at the end of the file.
     for _ in 0..entries {
-        scan.string("a metadata key")?;
+        let key = scan.string("a metadata key")? as usize..scan.at as usize;
         let value_type = scan.u32("a metadata value type")?;
+        let value = scan.at as usize;
         scan.value(value_type, 0)?;
+        // candle divides by the alignment: an integer 0 there would panic inside it.
+        if &bytes[key] == b"general.alignment"
+            && (0..=5).contains(&value_type)
+            && bytes[value..scan.at as usize].iter().all(|&b| b == 0)
+        {
+            return Err(HeaderError::Malformed(
+                "general.alignment is 0; tensor data is aligned to at least 1 byte".into(),
+            ));
+        }
     }
     for _ in 0..tensors {
         scan.string("a tensor name")?;
@@ -513,6 +524,30 @@ mod tests {
 
     /// The scan's verdicts are typed: every cut inside the header is truncation naming the
     /// field it fell in, and a wrong magic or version is malformed whatever follows.
+    /// Found by the model_file fuzz target: candle divides by `general.alignment`, so a 0
+    /// there must be refused before candle reads the file (fuzz/corpus/model_file keeps the
+    /// input that found it).
+    #[test]
+    fn a_zero_alignment_is_refused_not_a_panic() {
+        let (m, params) = f32_params(Architecture::EdgeMlp);
+        let mut qm = m.clone();
+        qm.quantization = "q8_0".into();
+        let q = q_params(&qm, &params);
+        let mut meta = gguf_metadata(&qm);
+        for zero in [gguf_file::Value::U32(0), gguf_file::Value::U8(0)] {
+            meta.push(("general.alignment".into(), zero));
+            let refs: Vec<(&str, &gguf_file::Value)> =
+                meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            let tensors: Vec<(&str, &QTensor)> =
+                q.iter().map(|(k, t)| (k.as_str(), t.as_ref())).collect();
+            let mut out = Cursor::new(Vec::new());
+            gguf_file::write(&mut out, &refs, &tensors).unwrap();
+            let err = err_of(Model::from_bytes(&out.into_inner(), ModelFormat::Gguf));
+            assert!(err.to_string().contains("general.alignment is 0"), "{err}");
+            meta.pop();
+        }
+    }
+
     #[test]
     fn header_scan_tells_truncation_from_malformation() {
         let (m, params) = f32_params(Architecture::EdgeMlp);
