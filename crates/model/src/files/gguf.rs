@@ -306,8 +306,11 @@ fn scan_header(bytes: &[u8]) -> Result<(), HeaderError> {
         let value_type = scan.u32("a metadata value type")?;
         let value = scan.at as usize;
         scan.value(value_type, 0)?;
-        // candle divides by the alignment: an integer 0 there would panic inside it.
-        if &bytes[key] == b"general.alignment"
+        // candle divides by the alignment: an integer 0 there would panic inside it. candle
+        // drops trailing NULs from keys, so "general.alignment\0" is that key too.
+        let key = &bytes[key];
+        let key_end = key.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
+        if &key[..key_end] == b"general.alignment"
             && (0..=5).contains(&value_type)
             && bytes[value..scan.at as usize].iter().all(|&b| b == 0)
         {
@@ -534,8 +537,12 @@ mod tests {
         qm.quantization = "q8_0".into();
         let q = q_params(&qm, &params);
         let mut meta = gguf_metadata(&qm);
-        for zero in [gguf_file::Value::U32(0), gguf_file::Value::U8(0)] {
-            meta.push(("general.alignment".into(), zero));
+        // candle drops trailing NULs from keys: the padded key is the same key.
+        for (key, zero) in [
+            ("general.alignment", gguf_file::Value::U32(0)),
+            ("general.alignment\0\0", gguf_file::Value::U8(0)),
+        ] {
+            meta.push((key.into(), zero));
             let refs: Vec<(&str, &gguf_file::Value)> =
                 meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
             let tensors: Vec<(&str, &QTensor)> =
