@@ -112,6 +112,13 @@ pub struct TrainArgs {
     /// Adam's learning rate [default: 0.001]
     #[arg(long, value_name = "RATE")]
     pub learning_rate: Option<f64>,
+    /// How the learning rate moves: constant, or down to 0 along half a cosine
+    #[arg(long, value_enum, default_value_t = LrSchedule::Constant, value_name = "SCHEDULE")]
+    pub lr_schedule: LrSchedule,
+    /// Translate each training image by up to PIXELS in each direction, drawn anew each time
+    /// it is used (0: no augmentation). With --teacher, the teacher labels the moved image
+    #[arg(long, default_value_t = 0, value_name = "PIXELS")]
+    pub augment_shift: usize,
     /// Distil from this teacher model file (e.g. models/cloud-cnn.safetensors): the loss
     /// adds its soft targets to the labels' cross-entropy. The student's architecture is
     /// unchanged
@@ -195,6 +202,22 @@ pub struct EvalArgs {
     pub data: DataArg,
 }
 
+/// `--lr-schedule`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LrSchedule {
+    Constant,
+    Cosine,
+}
+
+impl From<LrSchedule> for train::Schedule {
+    fn from(s: LrSchedule) -> Self {
+        match s {
+            LrSchedule::Constant => train::Schedule::Constant,
+            LrSchedule::Cosine => train::Schedule::Cosine,
+        }
+    }
+}
+
 /// `edgeinfer train`.
 pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     expect_extension(&args.out, ModelFormat::Safetensors, "--out")?;
@@ -202,6 +225,8 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     let mut cfg = TrainConfig::new(arch);
     cfg.seed = args.seed;
     cfg.limit = args.limit;
+    cfg.schedule = args.lr_schedule.into();
+    cfg.augment_shift = args.augment_shift;
     if let Some(e) = args.epochs {
         cfg.epochs = e;
     }
@@ -281,12 +306,20 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     };
     let n = cfg.limit.unwrap_or(train_set.len()).min(train_set.len());
     println!(
-        "training {} ({}) on {n} images, {} epochs, batch {}, seed {}{}{}",
+        "training {} ({}) on {n} images, {} epochs, batch {}, seed {}{}{}{}{}",
         arch.model_name(),
         arch.id(),
         cfg.epochs,
         cfg.batch_size,
         cfg.seed,
+        match cfg.schedule {
+            train::Schedule::Constant => String::new(),
+            train::Schedule::Cosine => format!(", learning rate {} cosine to 0", cfg.learning_rate),
+        },
+        match cfg.augment_shift {
+            0 => String::new(),
+            s => format!(", images shifted up to {s} px"),
+        },
         match (&args.teacher, &teacher) {
             (Some(p), Some(t)) => format!(
                 ", distilled from {} ({}, T {}, alpha {})",
