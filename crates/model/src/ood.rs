@@ -255,15 +255,8 @@ impl Detector {
     pub fn score(&self, x: &[f32]) -> f32 {
         debug_assert_eq!(x.len(), self.dim);
         let centred: Vec<f32> = x.iter().zip(&self.mean).map(|(a, m)| a - m).collect();
-        let total = dot(&centred, &centred);
         let k = self.components();
-        let mut explained = 0.0f32;
-        let mut within = 0.0f32;
-        for (u, lambda) in self.basis.chunks_exact(self.dim).zip(&self.variances[..k]) {
-            let y = dot(u, &centred);
-            explained += y * y;
-            within += y * y / lambda;
-        }
+        let (total, explained, within) = projections(&self.basis, &self.variances[..k], &centred);
         let residual = (total - explained).max(0.0);
         let score = (within + residual / self.variances[k]) / self.dim as f32;
         if score.is_finite() { score } else { f32::MAX }
@@ -279,11 +272,37 @@ impl Detector {
     }
 }
 
-/// A dot product in eight independent lanes, which the compiler turns into SIMD (a single
+/// `(|x|², Σ yᵢ², Σ yᵢ² / λᵢ)` with `yᵢ` the dot product of `x` with row `i` of `basis`: the
+/// whole of a score's arithmetic. Compiled for several instruction sets and chosen at run time
+/// (the first call checks the CPU once): the lanes of [`dot`] fill the widest registers the
+/// CPU has. The operations and their order are the same on every target (no fused
+/// multiply-add), so every machine computes the same score.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
+fn projections(basis: &[f32], variances: &[f32], x: &[f32]) -> (f32, f32, f32) {
+    let total = dot(x, x);
+    let mut explained = 0.0f32;
+    let mut within = 0.0f32;
+    for (u, lambda) in basis.chunks_exact(x.len()).zip(variances) {
+        let y = dot(u, x);
+        explained += y * y;
+        within += y * y / lambda;
+    }
+    (total, explained, within)
+}
+
+/// Independent running sums of [`dot`]: one AVX-512 register, two AVX or four SSE ones.
+const LANES: usize = 16;
+
+/// A dot product in [`LANES`] independent lanes, which the compiler turns into SIMD (a single
 /// running sum would force it to add in order).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut lanes = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f32 = ca
         .remainder()
         .iter()
@@ -291,7 +310,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| x * y)
         .sum();
     for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
+        for i in 0..LANES {
             lanes[i] += x[i] * y[i];
         }
     }
@@ -508,5 +527,38 @@ mod tests {
         let err = Detector::from_parts(dim, mean, basis, zero, 1.0).unwrap_err();
         assert!(err.to_string().contains("value 1"), "{err}");
         assert!(Detector::fit(&[0.5; 10], 5, &[0.5; 5], 5, 0.99).is_err());
+    }
+
+    /// The score, on whatever instruction set was chosen at run time, is the module's formula
+    /// computed plainly in f64, for an input length that is no multiple of the lanes.
+    #[test]
+    fn the_score_is_the_formula_whatever_the_instruction_set() {
+        let dim = 37;
+        let d = Detector::fit(&planar(400, dim, 7), dim, &planar(100, dim, 8), 5, 0.99).unwrap();
+        let [(_, _, mean), (_, _, basis), (_, _, variances), _] = d.parts();
+        let k = d.components();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for _ in 0..50 {
+            let x: Vec<f32> = (0..dim).map(|_| rng.random::<f32>()).collect();
+            let c: Vec<f64> = x.iter().zip(&mean).map(|(a, m)| f64::from(a - m)).collect();
+            let ys: Vec<f64> = basis
+                .chunks(dim)
+                .map(|u| u.iter().zip(&c).map(|(u, c)| f64::from(*u) * c).sum())
+                .collect();
+            let total: f64 = c.iter().map(|v| v * v).sum();
+            let explained: f64 = ys.iter().map(|y| y * y).sum();
+            let within: f64 = ys
+                .iter()
+                .zip(&variances)
+                .map(|(y, l)| y * y / f64::from(*l))
+                .sum();
+            let want =
+                (within + (total - explained).max(0.0) / f64::from(variances[k])) / dim as f64;
+            let got = f64::from(d.score(&x));
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{got} against {want}"
+            );
+        }
     }
 }
