@@ -15,8 +15,13 @@ running edge over OIP, is benches/ood.py's `test` and `test@cloud` rows). The in
 forms are the same network within 0.001 of accuracy (models/check.sh); give the f32 file they
 were made from.
 
+With --share S it also asks what no threshold could beat: for each confidence metric the
+router offers (max probability, margin between the two most probable labels, negative
+entropy), the edge keeps exactly the fraction S it is surest of (flagged inputs last), and the
+cascade's accuracy is printed for that choice.
+
 Usage: python benches/cascade.py [--cloud models/cloud-cnn.safetensors]
-           [--thresholds 0.9,0.95,0.97] EDGE.safetensors...
+           [--thresholds 0.9,0.95,0.97] [--share 0.9] EDGE.safetensors...
 Needs numpy; reads data/mnist.
 """
 
@@ -94,6 +99,7 @@ def main():
     ap.add_argument("edge", nargs="+", help="edge-mlp f32 safetensors files")
     ap.add_argument("--cloud", default=str(ROOT / "models" / "cloud-cnn.safetensors"))
     ap.add_argument("--thresholds", default="0.9,0.95,0.97,0.98")
+    ap.add_argument("--share", type=float, help="also keep exactly this fraction at the edge")
     args = ap.parse_args()
     thresholds = [float(t) for t in args.thresholds.split(",")]
     x = idx("t10k-images-idx3-ubyte.gz", 16, (-1, 784)).astype(np.float32) / 255
@@ -111,6 +117,26 @@ def main():
             cascade = np.where(kept, edge_right, cloud_right).mean()
             print(f"| {pathlib.Path(path).name} | {edge_right.mean():.4f} | {t} | {kept.mean():.2%} "
                   f"| {cascade:.4f} | {(kept & ~edge_right).sum()} | {(kept & ~cloud_right).sum()} |")
+        if args.share is not None:
+            fixed_share(path, p, flagged, edge_right, cloud_right, args.share)
+
+
+def fixed_share(path, p, flagged, edge_right, cloud_right, share):
+    """The cascade when the edge keeps exactly `share` of the inputs, surest first."""
+    top = np.sort(p, 1)
+    metrics = {
+        "max probability": top[:, -1],
+        "margin": top[:, -1] - top[:, -2],
+        "negative entropy": (p * np.log(np.maximum(p, 1e-12))).sum(1),
+    }
+    for name, m in metrics.items():
+        order = np.argsort(-np.where(flagged, -np.inf, m), kind="stable")
+        kept = np.zeros(len(p), bool)
+        kept[order[: round(share * len(p))]] = True
+        cascade = np.where(kept, edge_right, cloud_right).mean()
+        print(f"  {pathlib.Path(path).name}, exactly {share:.0%} kept by {name}: cascade accuracy "
+              f"{cascade:.4f}, edge errors kept {(kept & ~edge_right).sum()}, cloud errors on "
+              f"those {(kept & ~cloud_right).sum()}")
 
 
 if __name__ == "__main__":
