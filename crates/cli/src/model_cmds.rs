@@ -239,6 +239,13 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         }
         cfg.learning_rate = r;
     }
+    if args.augment_shift > train::MAX_AUGMENT_SHIFT {
+        bail!(
+            "--augment-shift {}: at most {} (the images are 28x28)",
+            args.augment_shift,
+            train::MAX_AUGMENT_SHIFT
+        );
+    }
     if cfg.epochs == 0 || cfg.batch_size == 0 || cfg.limit == Some(0) {
         bail!("--epochs, --batch-size and --limit must be at least 1");
     }

@@ -37,6 +37,9 @@ const STREAM_AUGMENT: u64 = 4;
 const SIDE: usize = 28;
 const _: () = assert!(SIDE * SIDE == IMAGE_LEN);
 
+/// The largest [`TrainConfig::augment_shift`]: one more moves a whole image out of its frame.
+pub const MAX_AUGMENT_SHIFT: usize = SIDE - 1;
+
 /// The default distillation temperature: soft enough that the teacher's second choices carry
 /// weight, the usual choice for MNIST (Hinton et al. 2015 used up to 20).
 pub const DEFAULT_DISTILL_TEMPERATURE: f32 = 4.0;
@@ -195,7 +198,7 @@ pub fn train_guided(
             "epochs and batch size must be at least 1".into(),
         ));
     }
-    if cfg.augment_shift >= SIDE {
+    if cfg.augment_shift > MAX_AUGMENT_SHIFT {
         return Err(ModelError::Input(format!(
             "an augmentation shift of {} pixels moves a {SIDE}x{SIDE} image out of its frame",
             cfg.augment_shift
