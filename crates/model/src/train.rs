@@ -8,8 +8,8 @@
 //! ([`Schedule::Cosine`]); both are off by default.
 //!
 //! Everything random comes from one seed, through separate ChaCha streams for weight
-//! initialisation, shuffling, dropout and augmentation, so that the same seed gives the same file: candle's
-//! own CPU RNG cannot be seeded, and is never used here.
+//! initialisation, shuffling, dropout and augmentation, so that the same seed gives the same
+//! file: candle's own CPU RNG cannot be seeded, and is never used here.
 //!
 //! Progress goes to a [`TrainObserver`]; this crate never writes to the terminal.
 
@@ -277,18 +277,15 @@ pub fn train_guided(
     let mut order: Vec<u32> = (0..n as u32).collect();
     let batches = n.div_ceil(cfg.batch_size);
     let steps = batches * cfg.epochs;
-    let mut step = 0;
 
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         order.shuffle(&mut shuffle_rng);
         observer.epoch_start(epoch, batches);
         let mut loss_sum = 0.0;
-        for chunk in order.chunks(cfg.batch_size) {
-            if cfg.schedule != Schedule::Constant {
-                opt.set_learning_rate(cfg.schedule.rate(cfg.learning_rate, step, steps));
-            }
-            step += 1;
+        for (i, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            let step = (epoch - 1) * batches + i;
+            opt.set_learning_rate(cfg.schedule.rate(cfg.learning_rate, step, steps));
             let idx = Tensor::from_slice(chunk, chunk.len(), &dev)?;
             let (batch, shifted) = if cfg.augment_shift == 0 {
                 (xs.index_select(&idx, 0)?, None)
@@ -433,8 +430,9 @@ impl<'a> SoftTargets<'a> {
     }
 
     /// The distillation loss of a batch with `logits`, from its cross-entropy on the labels,
-    /// `hard`. The batch is rows `idx` of the training set, or, when given, `pixels` (those
-    /// rows translated).
+    /// `hard`. The batch is rows `idx` of the training set: with targets computed once, they
+    /// are looked up; otherwise the teacher labels `pixels`, those rows as the batch holds them
+    /// (translated).
     fn loss(
         &self,
         logits: &Tensor,
@@ -447,10 +445,10 @@ impl<'a> SoftTargets<'a> {
         let batch = logits.dim(0)? as f64;
         let log_student = candle_nn::ops::log_softmax(&(logits / t)?, candle_core::D::Minus1)?;
         let (p, log_p) = match (&self.fixed, pixels) {
-            (Some((probs, log_probs)), None) => {
+            (Some((probs, log_probs)), _) => {
                 (probs.index_select(idx, 0)?, log_probs.index_select(idx, 0)?)
             }
-            (_, Some(pixels)) => self.of(pixels)?,
+            (None, Some(pixels)) => self.of(pixels)?,
             (None, None) => {
                 return Err(ModelError::Input(
                     "distillation without fixed targets needs the batch's pixels".into(),
@@ -616,11 +614,23 @@ mod tests {
         init: Option<&Model>,
         teacher: Option<(&Model, f32, f32)>,
         limit: usize,
+        sets: (&Dataset, &Dataset),
+    ) -> Result<Model, ModelError> {
+        guided_with(|_| {}, init, teacher, limit, sets)
+    }
+
+    /// [`guided`] with more of the configuration set by `configure`.
+    fn guided_with(
+        configure: impl FnOnce(&mut TrainConfig),
+        init: Option<&Model>,
+        teacher: Option<(&Model, f32, f32)>,
+        limit: usize,
         (train_set, validation): (&Dataset, &Dataset),
     ) -> Result<Model, ModelError> {
         let mut cfg = TrainConfig::new(Architecture::EdgeMlp);
         cfg.epochs = 1;
         cfg.limit = Some(limit);
+        configure(&mut cfg);
         let guidance = Guidance {
             init,
             teacher: teacher.map(|(t, temperature, alpha)| (t, Distill { temperature, alpha })),
@@ -802,22 +812,12 @@ mod tests {
         let n = 3_000;
         train_set.labels[..n].fill(0);
         let run = |shift| {
-            let mut cfg = TrainConfig::new(Architecture::EdgeMlp);
-            cfg.epochs = 1;
-            cfg.limit = Some(n);
-            cfg.augment_shift = shift;
-            cfg.schedule = Schedule::Cosine;
-            let guidance = Guidance {
-                init: None,
-                teacher: Some((
-                    &teacher,
-                    Distill {
-                        temperature: 4.0,
-                        alpha: 1.0,
-                    },
-                )),
+            let configure = |cfg: &mut TrainConfig| {
+                cfg.augment_shift = shift;
+                cfg.schedule = Schedule::Cosine;
             };
-            train_guided(&cfg, &guidance, &train_set, &validation, &mut Quiet)
+            let teacher = Some((&teacher, 4.0, 1.0));
+            guided_with(configure, None, teacher, n, (&train_set, &validation))
         };
         // Only the teacher can teach (every label is 0): it must have seen the moved images.
         let student = run(2).unwrap();
