@@ -202,8 +202,10 @@ pub async fn serve(
         .add_service(health)
         .add_service(InferenceServer::new(floor.clone()))
         .add_service(GrpcInferenceServiceServer::new(floor))
+        // TCP_NODELAY as the nodes set it: with Nagle, a small write behind an unacknowledged
+        // one waits for the peer's delayed ACK (40 ms on Linux), which the floor must not pay.
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await

@@ -143,7 +143,17 @@ impl Sent {
 
     /// Waits until the message arrives (its one-way time) or is given up ([`Lost`]).
     pub async fn arrival(self) -> Result<Duration, Lost> {
-        timer::sleep_until(self.timer, self.due).await;
+        self.wait().await;
+        self.result
+    }
+
+    /// Waits until [`Sent::due`], with the link's timer (at once when it has passed).
+    pub(crate) fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        timer::sleep_until(self.timer, self.due)
+    }
+
+    /// The fate [`Sent::arrival`] returns, known from the start.
+    pub(crate) fn outcome(&self) -> Result<Duration, Lost> {
         self.result
     }
 }

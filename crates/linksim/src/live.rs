@@ -1,15 +1,22 @@
 //! The link live: a gRPC echo on loopback through the tower layer, against `link sample`.
 //!
-//! [`measure`] answers "does the live link hold the profile's numbers?". It starts an echo
-//! server on 127.0.0.1 (a real tonic server over TCP, [`EchoServer`]), measures the loopback
-//! floor (round trips with no link), then, for a profile, makes `messages` echo calls one after
-//! another through [`LinkLayer`] on a [`LinkTimer::Precise`] link, and simulates the same
-//! experiment offline with [`sample()`]: same seed, same sizes (the gRPC message, prefix
-//! included, is `bytes` long each way), one exchange after the other. Since each exchange
-//! draws one uplink and one downlink in the same order live and offline, the two see the same
-//! delays; what is left between them is the floor and the timer. The acceptance of issue 15 is
-//! that live p50 and p99 lie within 5 % or 100 µs (the larger) of offline plus the floor's
-//! median.
+//! [`Loopback::compare`] answers "does the live link hold the profile's numbers?". It starts
+//! an echo server on 127.0.0.1 (a real tonic server over TCP, [`EchoServer`]), then, for a
+//! profile, makes `messages` echo calls one after another through [`LinkLayer`] on a
+//! [`LinkTimer::Precise`] link, each preceded by one call straight to the echo (the loopback
+//! floor, measured in the same moments as the link's calls, since an idle machine's round trip
+//! drifts by tens of microseconds over minutes), and simulates the same experiment offline with
+//! [`sample_rtts`]: same seed, same sizes (the gRPC message, prefix included, is `bytes` long
+//! each way), one exchange after the other. Since each exchange draws one uplink and one
+//! downlink in the same order live and offline, the two see the same delays; what is left
+//! between them is the floor and the timer.
+//!
+//! What live should show is offline plus the floor: the distribution of the sum of an offline
+//! round trip and a floor round trip drawn independently (every pair equally likely), whose
+//! percentiles [`sum_percentiles`] computes exactly. Adding the floor's median to offline's
+//! p99 instead would call the floor's own spread an error of the link: on `ideal`, where
+//! offline is zero, live's p99 is the floor's p99. The acceptance of issue 15 is that live p50
+//! and p99 lie within 5 % or 100 µs (the larger) of that sum's.
 //!
 //! A lost exchange does not wait for a deadline: the measurement watches the link's loss counter
 //! and gives the call up when its message is given up, as `sample` does.
@@ -36,7 +43,7 @@ use tower::{BoxError, Service};
 use crate::layer::{LinkService, Transit};
 use crate::link::Link;
 use crate::profile::LinkProfile;
-use crate::sample::sample;
+use crate::sample::sample_rtts;
 use crate::timer::LinkTimer;
 
 /// The echo method's path.
@@ -125,7 +132,9 @@ where
 
 /// Serves [`EchoServer`] on `listener` until the task is dropped or aborted.
 pub fn spawn_echo(listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // With Nagle on the server's sockets, a write behind an unacknowledged one waits for the
+    // client's delayed ACK: 40 ms stalls in about one call in 200, on the link and the floor.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(async move {
         if let Err(e) = Server::builder()
             .add_service(EchoServer)
@@ -223,7 +232,10 @@ pub struct LiveRow {
     pub offline_lost: u64,
     /// `link sample`'s round trip.
     pub offline_ms: Percentiles,
-    /// The offline figure plus the loopback floor's median: what live should show.
+    /// The loopback floor: the direct calls made between this profile's calls.
+    pub floor_ms: Percentiles,
+    /// Offline plus the floor (the percentiles of their sum, drawn independently): what live
+    /// should show.
     pub expected_ms: Percentiles,
     /// The live round trip through the layer.
     pub live_ms: Percentiles,
@@ -232,11 +244,16 @@ pub struct LiveRow {
     /// so time-dependent parts (handovers, traces) meet them at other instants: this is the
     /// offline model on live's timeline, and it differs from `offline_ms` by that alone.
     pub simulated_ms: Percentiles,
+    /// `simulated` plus the floor, as `expected_ms` is offline plus the floor: what live should
+    /// show on its own timeline.
+    pub timeline_ms: Percentiles,
     /// Live round trip less the simulated uplink and downlink of the same call (the floor,
     /// the layer and the timer's lateness together).
     pub overhead_ms: Percentiles,
-    /// Whether both live figures lie within 5 % or 100 µs (the larger) of the expected ones.
+    /// Whether both live figures lie within 5 % or 100 µs (the larger) of `expected_ms`.
     pub within: bool,
+    /// The same against `timeline_ms`.
+    pub within_timeline: bool,
 }
 
 /// The loopback echo, reached with and without a link.
@@ -265,38 +282,42 @@ impl Loopback {
         Ok(Loopback { channel, server })
     }
 
-    /// Round trips of `messages` echo calls of `bytes` (prefix included) with no link, after
-    /// as many again to warm the connection up.
-    pub async fn floor(&self, messages: u64, bytes: usize) -> Result<Vec<Duration>, LiveError> {
+    /// Makes `calls` echo calls of `bytes` (prefix included) with no link, to warm the
+    /// connection and both ends up; their times are not kept.
+    pub async fn warm_up(&self, calls: u64, bytes: usize) -> Result<(), LiveError> {
         let payload = payload(bytes)?;
-        let mut rtts = Vec::with_capacity(messages as usize);
-        for i in 0..2 * messages {
-            let start = std::time::Instant::now();
-            echo(self.channel.clone(), payload.clone()).await?;
-            if i >= messages {
-                rtts.push(start.elapsed());
-            }
+        for _ in 0..calls {
+            self.direct(&payload).await?;
         }
-        Ok(rtts)
+        Ok(())
     }
 
-    /// Live against offline for `profile`; `floor_p50_ms` is the loopback median to add.
+    /// One echo call with no link, timed.
+    async fn direct(&self, payload: &Bytes) -> Result<Duration, LiveError> {
+        let start = std::time::Instant::now();
+        echo(self.channel.clone(), payload.clone()).await?;
+        Ok(start.elapsed())
+    }
+
+    /// Live against offline for `profile`: `messages` calls through the link, each after one
+    /// direct call for the floor.
     pub async fn compare(
         &self,
         profile: &LinkProfile,
         messages: u64,
         bytes: usize,
         seed: u64,
-        floor_p50_ms: f64,
     ) -> Result<LiveRow, LiveError> {
         let payload = payload(bytes)?;
         let link = Link::new(profile.clone(), seed).with_timer(LinkTimer::Precise);
         let service = LinkService::new(self.channel.clone(), link.clone());
+        let mut floor = Vec::with_capacity(messages as usize);
         let mut rtts = Vec::with_capacity(messages as usize);
         let mut overheads = Vec::with_capacity(messages as usize);
         let mut simulated = Vec::with_capacity(messages as usize);
         let mut lost = 0;
         for _ in 0..messages {
+            floor.push(self.direct(&payload).await?);
             let lost_before = link.stats().lost;
             let start = std::time::Instant::now();
             tokio::select! {
@@ -311,34 +332,87 @@ impl Loopback {
                 () = given_up(&link, lost_before) => lost += 1,
             }
         }
-        let offline = sample(profile, messages, bytes, seed);
+        let (offline, offline_rtts) = sample_rtts(profile, messages, bytes, seed);
         let offline_ms = Percentiles {
             p50: offline.rtt_ms.p50,
             p99: offline.rtt_ms.p99,
         };
-        let plus_floor = |v: Option<f64>| v.map(|v| ((v + floor_p50_ms) * 1e3).round() / 1e3);
-        let expected_ms = Percentiles {
-            p50: plus_floor(offline_ms.p50),
-            p99: plus_floor(offline_ms.p99),
-        };
+        let expected_ms = sum_percentiles(&offline_rtts, &floor);
+        let timeline_ms = sum_percentiles(&simulated, &floor);
         let live_ms = Percentiles::of(rtts);
-        let close = |live: Option<f64>, expected: Option<f64>| match (live, expected) {
-            (Some(l), Some(e)) => (l - e).abs() <= (0.05 * e).max(0.1),
-            (None, None) => true,
-            _ => false,
+        let close = |expected: Percentiles| {
+            let near = |live: Option<f64>, expected: Option<f64>| match (live, expected) {
+                (Some(l), Some(e)) => (l - e).abs() <= (0.05 * e).max(0.1),
+                (None, None) => true,
+                _ => false,
+            };
+            near(live_ms.p50, expected.p50) && near(live_ms.p99, expected.p99)
         };
         Ok(LiveRow {
             profile: profile.name.clone(),
             messages,
             lost,
             offline_lost: offline.lost,
-            within: close(live_ms.p50, expected_ms.p50) && close(live_ms.p99, expected_ms.p99),
+            within: close(expected_ms),
+            within_timeline: close(timeline_ms),
             offline_ms,
+            floor_ms: Percentiles::of(floor),
             expected_ms,
             live_ms,
             simulated_ms: Percentiles::of(simulated),
+            timeline_ms,
             overhead_ms: Percentiles::of(overheads),
         })
+    }
+}
+
+/// Nearest-rank p50 and p99 of `a + b` for `a` drawn from `xs` and `b` from `ys` independently,
+/// every pair equally likely: the distribution of two delays in sequence. Exact, without
+/// forming the `xs.len() * ys.len()` sums: the q-quantile is the smallest sum `t` with at least
+/// `ceil(q * n)` pairs at or below it, found by bisection on nanoseconds, each count one merge-like
+/// pass over the sorted sets. `None`s when either set is empty.
+pub fn sum_percentiles(xs: &[Duration], ys: &[Duration]) -> Percentiles {
+    if xs.is_empty() || ys.is_empty() {
+        return Percentiles {
+            p50: None,
+            p99: None,
+        };
+    }
+    let sorted = |v: &[Duration]| {
+        let mut n: Vec<u128> = v.iter().map(Duration::as_nanos).collect();
+        n.sort_unstable();
+        n
+    };
+    let (xs, ys) = (sorted(xs), sorted(ys));
+    // Pairs with x + y <= t: for x rising, the ys that fit only shrink.
+    let at_or_below = |t: u128| {
+        let mut fit = ys.len();
+        let mut count = 0u128;
+        for &x in &xs {
+            while fit > 0 && x + ys[fit - 1] > t {
+                fit -= 1;
+            }
+            count += fit as u128;
+        }
+        count
+    };
+    let pairs = xs.len() as u128 * ys.len() as u128;
+    let quantile = |q: f64| {
+        let rank = ((q * pairs as f64).ceil() as u128).clamp(1, pairs);
+        let (mut lo, mut hi) = (xs[0] + ys[0], xs[xs.len() - 1] + ys[ys.len() - 1]);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if at_or_below(mid) >= rank {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        (lo as f64 / 1e3).round() / 1e3
+    };
+    Percentiles {
+        p50: Some(quantile(0.5)),
+        p99: Some(quantile(0.99)),
     }
 }
 
@@ -362,6 +436,38 @@ async fn given_up(link: &Link, before: u64) {
 mod tests {
     use super::*;
 
+    /// The percentiles of a sum, against forming every sum; with one set all zero (the `ideal`
+    /// link), the other set's own percentiles.
+    #[test]
+    fn sum_percentiles_are_those_of_every_pair() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for (nx, ny) in [(1, 1), (3, 50), (200, 7), (101, 99)] {
+            let mut draw = |n: usize| -> Vec<Duration> {
+                (0..n)
+                    .map(|_| Duration::from_nanos(rng.random_range(0..5_000_000)))
+                    .collect()
+            };
+            let (xs, ys) = (draw(nx), draw(ny));
+            let every: Vec<Duration> = xs
+                .iter()
+                .flat_map(|x| ys.iter().map(move |y| *x + *y))
+                .collect();
+            assert_eq!(
+                sum_percentiles(&xs, &ys),
+                Percentiles::of(every),
+                "{nx} x {ny}"
+            );
+            let zeros = vec![Duration::ZERO; nx];
+            assert_eq!(sum_percentiles(&zeros, &ys), Percentiles::of(ys.clone()));
+        }
+        let none = Percentiles {
+            p50: None,
+            p99: None,
+        };
+        assert_eq!(sum_percentiles(&[], &[Duration::ZERO]), none);
+    }
+
     /// The echo answers with what it got, with and without a link; another path is
     /// UNIMPLEMENTED. (The figures are the command's business; here only that they exist.)
     #[tokio::test]
@@ -371,9 +477,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(answer, Bytes::from_static(b"ping"));
-        assert_eq!(lo.floor(5, 64).await.unwrap().len(), 5);
+        lo.warm_up(5, 64).await.unwrap();
         let row = lo
-            .compare(&LinkProfile::builtin("urllc").unwrap(), 20, 64, 1, 0.1)
+            .compare(&LinkProfile::builtin("urllc").unwrap(), 20, 64, 1)
             .await
             .unwrap();
         assert_eq!(row.messages, 20);
@@ -382,12 +488,15 @@ mod tests {
         assert!(row.simulated_ms.p50.unwrap() <= row.live_ms.p50.unwrap());
         assert!(row.simulated_ms.p99.unwrap() <= row.live_ms.p99.unwrap());
         let offline = lo
-            .compare(&LinkProfile::builtin("offline").unwrap(), 3, 64, 1, 0.1)
+            .compare(&LinkProfile::builtin("offline").unwrap(), 3, 64, 1)
             .await
             .unwrap();
         assert_eq!((offline.lost, offline.offline_lost), (3, 3));
         assert!(offline.within, "nothing delivered on either side");
-        assert!(matches!(lo.floor(1, 4).await, Err(LiveError::TooSmall(4))));
+        assert!(matches!(
+            lo.warm_up(1, 4).await,
+            Err(LiveError::TooSmall(4))
+        ));
 
         let mut grpc = tonic::client::Grpc::new(lo.channel.clone());
         grpc.ready().await.unwrap();

@@ -81,6 +81,17 @@ pub struct Throughput {
 
 /// Simulates `messages` exchanges of `bytes` each way on `profile` with `seed`.
 pub fn sample(profile: &LinkProfile, messages: u64, bytes: usize, seed: u64) -> SampleReport {
+    sample_rtts(profile, messages, bytes, seed).0
+}
+
+/// [`sample`], and the round trip of each delivered exchange in the order they were made (what
+/// its `rtt_ms` summarizes), for a caller that combines them with other measurements.
+pub fn sample_rtts(
+    profile: &LinkProfile,
+    messages: u64,
+    bytes: usize,
+    seed: u64,
+) -> (SampleReport, Vec<Duration>) {
     let mut sim = Simulator::new(profile, seed);
     let mut now = Duration::ZERO;
     let mut one_way: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
@@ -126,7 +137,7 @@ pub fn sample(profile: &LinkProfile, messages: u64, bytes: usize, seed: u64) -> 
         }
     };
     let [up, down] = one_way;
-    SampleReport {
+    let report = SampleReport {
         profile: profile.name.clone(),
         messages,
         bytes,
@@ -140,7 +151,7 @@ pub fn sample(profile: &LinkProfile, messages: u64, bytes: usize, seed: u64) -> 
         },
         uplink_ms: summarize(up),
         downlink_ms: summarize(down),
-        rtt_ms: summarize(rtt),
+        rtt_ms: summarize(rtt.clone()),
         throughput_mbps: Throughput {
             uplink: rate(0),
             downlink: rate(1),
@@ -148,7 +159,8 @@ pub fn sample(profile: &LinkProfile, messages: u64, bytes: usize, seed: u64) -> 
         retransmissions,
         handovers: sim.handovers_by(now),
         simulated_s: round3(now.as_secs_f64()),
-    }
+    };
+    (report, rtt)
 }
 
 fn summarize(mut v: Vec<Duration>) -> Summary {
