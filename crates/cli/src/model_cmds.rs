@@ -87,7 +87,9 @@ impl DataArg {
 #[command(
     after_help = "The last 5,000 training images are held out for validation and \
 temperature calibration; the test accuracy is measured on the 10,000 test images and stored \
-in the file. The same --seed gives the same file, byte for byte.\n\n\
+in the file. The same --seed gives the same file, byte for byte, on CPUs with the same L1 \
+data cache (candle's matmul blocks its sums by the L1d size it reads at run time; thread counts \
+do not matter): see models/MODELS.md and models/reproduce.sh.\n\n\
 Example: edgeinfer train --model edge-mlp --seed 1 --out models/edge-mlp.safetensors"
 )]
 pub struct TrainArgs {

@@ -9,7 +9,10 @@
 //!
 //! Everything random comes from one seed, through separate ChaCha streams for weight
 //! initialisation, shuffling, dropout and augmentation, so that the same seed gives the same
-//! file: candle's own CPU RNG cannot be seeded, and is never used here.
+//! file: candle's own CPU RNG cannot be seeded, and is never used here. The same file on CPUs
+//! with the same L1 data cache, that is: candle's f32 matmul (the `gemm` crate) sizes its
+//! blocks along the summed dimension from the L1d it reads at run time, so another cache
+//! geometry adds the same products in another order (models/MODELS.md, models/reproduce.sh).
 //!
 //! Progress goes to a [`TrainObserver`]; this crate never writes to the terminal.
 
