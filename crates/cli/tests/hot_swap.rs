@@ -114,6 +114,7 @@ async fn servers(edge_model: PathBuf, watch_ms: u64) -> LocalServers {
         // budget makes the edge refuse a few requests it expects to answer late (issue 13's
         // admission), which is not what this test is about.
         budget_ms: Some(SWAP_BUDGET_MS),
+        edge_metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..LocalOptions::default()
     })
     .await
@@ -268,17 +269,54 @@ async fn ten_swaps_under_bench_load_fail_no_request() {
         .keys()
         .filter_map(|m| m.strip_prefix("edge-mlp@"))
         .collect();
-    for v in &edge_versions {
+    versions_follow_the_swaps("answers", &edge_versions, &served, &report.to_string());
+    // Triton's metrics follow the versions too: each version counted its own answers, and
+    // every line names a version that was in service.
+    let metrics = scrape(s.edge_metrics.expect("metrics listener")).await;
+    let counted: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("nv_inference_request_success{model=\"edge-mlp\",version=\"")
+        })
+        .filter_map(|l| l.split_once("\"} "))
+        .filter(|(_, n)| n.parse::<u64>().is_ok_and(|n| n > 0))
+        .map(|(v, _)| v)
+        .collect();
+    versions_follow_the_swaps("metrics", &counted, &served, &metrics);
+    s.stop().await.unwrap();
+}
+
+/// Every version `seen` was one of those `served`, and at least five of the six were seen.
+fn versions_follow_the_swaps(what: &str, seen: &[&str], served: &[String], context: &str) {
+    for v in seen {
         assert!(
             served.iter().any(|s| s == v),
-            "unknown version {v}: {report}"
+            "{what}: unknown version {v}:\n{context}"
         );
     }
     assert!(
-        edge_versions.len() >= 5,
-        "answers follow the swaps: {edge_versions:?}"
+        seen.len() >= 5,
+        "{what} follow the swaps: {seen:?}\n{context}"
     );
-    s.stop().await.unwrap();
+}
+
+/// The body of `GET /metrics` at `addr` (HTTP/1.0, so the server closes when done).
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("the scrape ends")
+    .unwrap();
+    response
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

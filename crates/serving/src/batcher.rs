@@ -398,7 +398,7 @@ impl Batcher {
 fn record_pass(metrics: &BatcherMetrics, estimates: &Estimates, n: usize, compute: Duration) {
     metrics.batch_size.observe(n as f64);
     metrics.compute_seconds.observe(compute.as_secs_f64());
-    metrics.triton.executed(n, compute);
+    metrics.version.executed(n, compute);
     let nanos = compute.as_nanos() as u64;
     ewma(&estimates.batch_ns, nanos);
     ewma(&estimates.item_ns, nanos / n as u64);
@@ -410,7 +410,7 @@ fn record_pass(metrics: &BatcherMetrics, estimates: &Estimates, n: usize, comput
 /// Records the time one request waited for its pass.
 fn record_queued(metrics: &BatcherMetrics, queue: Duration) {
     metrics.queue_seconds.observe(queue.as_secs_f64());
-    metrics.triton.queued(queue);
+    metrics.version.queued(queue);
 }
 
 /// One request's forward pass on its own (inline, or after its batch gave non-finite outputs):

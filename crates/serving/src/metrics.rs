@@ -38,7 +38,7 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 pub mod triton;
 
-pub use triton::TritonMetrics;
+pub use triton::{TritonMetrics, TritonVersion};
 
 /// Labels of an answered request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,8 +85,22 @@ pub struct BatcherMetrics {
     pub cancelled: Counter,
     /// Requests dropped before compute because their time ran out in the queue.
     pub expired: Counter,
-    /// Triton's figures of the model (executions, inferences, queue and compute time).
+    /// Triton's figures of the model, every version it served.
     pub triton: TritonMetrics,
+    /// Triton's figures of the version this batcher serves (executions, inferences, queue and
+    /// compute time).
+    pub version: TritonVersion,
+}
+
+impl BatcherMetrics {
+    /// The same metrics for the batcher of `version`, which goes into service: its passes are
+    /// counted under its own version label.
+    pub fn for_version(&self, version: &str) -> Self {
+        Self {
+            version: self.triton.serve(version),
+            ..self.clone()
+        }
+    }
 }
 
 /// Metrics every node records.
@@ -120,6 +134,7 @@ impl Metrics {
             triton: triton.clone(),
             refusal_log: Arc::new(Throttle::new(REFUSAL_LOG_INTERVAL)),
             batcher: BatcherMetrics {
+                version: triton.current(),
                 triton,
                 queue_depth,
                 batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),

@@ -256,11 +256,12 @@ impl ModelSlot {
         if let Some(v) = version {
             meta.version = v;
         }
+        let batcher = Batcher::new(model, config, metrics.for_version(&meta.version));
         Served {
             listed: Arc::from(vec![meta.clone()]),
             model_ref: format!("{}@{}", meta.name, meta.version),
             meta: Arc::new(meta),
-            batcher: Batcher::new(model, config, metrics),
+            batcher,
             source,
             stats: VersionStats::default(),
             max_batch: config.max_batch,

@@ -7,26 +7,56 @@
 //! so this family is rendered here, in the classic text format, and the node's exposition is
 //! served in that format as a whole (see [`super::Exposition`]).
 //!
-//! A node runs one model, so its label set is fixed when the node starts: it is escaped once
-//! into `labels`, and counting is one relaxed atomic add per figure, with no lookup and no
-//! allocation per request. Durations are cumulative microseconds, as Triton's are; averages
-//! come from dividing their rates by the matching count's.
+//! A node runs one model, one version at a time; a hot swap puts another version in service.
+//! Each version has its own figures ([`TritonVersion`]), whose label set is escaped once into
+//! `labels`: the batcher of a version counts its passes into that version's figures, and the
+//! front ends count answers and refusals into the version in service (one read lock, then
+//! relaxed atomic adds: no lookup by label and no allocation per request). Every version that
+//! has served stays in the exposition, so a dashboard's per-version rates follow a swap as they
+//! do on Triton. Durations are cumulative microseconds, as Triton's are; averages come from
+//! dividing their rates by the matching count's.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 
-/// Triton's metrics of one model. Cloning shares the figures.
+/// Triton's metrics of one model, every version it has served. Cloning shares the figures.
 #[derive(Clone, Debug)]
 pub struct TritonMetrics {
-    inner: Arc<Figures>,
+    inner: Arc<Model>,
+}
+
+#[derive(Debug)]
+struct Model {
+    /// The model's name, as it appears in the labels.
+    name: String,
+    /// The batcher's queue depth, shared with edgeinfer's own gauge: shown for the version in
+    /// service (the queue of a version swapped out drains within its requests' budgets).
+    pending: Gauge,
+    versions: RwLock<Versions>,
+}
+
+#[derive(Debug)]
+struct Versions {
+    /// The version in service: answers and refusals are counted here.
+    current: Arc<Figures>,
+    /// Every version that was ever in service, in that order (the current one included).
+    all: Vec<Arc<Figures>>,
+}
+
+/// Triton's figures of one version of the model. Cloning shares them.
+#[derive(Clone, Debug)]
+pub struct TritonVersion {
+    figures: Arc<Figures>,
 }
 
 #[derive(Debug)]
 struct Figures {
+    /// The version's name.
+    version: String,
     /// `{model="...",version="..."}`, escaped once.
     labels: String,
     /// Requests answered.
@@ -43,16 +73,15 @@ struct Figures {
     queue_us: AtomicU64,
     /// Forward-pass time of each computed request (its whole batch's pass), summed.
     compute_infer_us: AtomicU64,
-    /// The batcher's queue depth, shared with edgeinfer's own gauge.
-    pending: Gauge,
 }
 
-/// One exposed family: name, type, help, and how to read its value.
+/// One exposed family: name, type, help, and how to read a version's value (`pending` is the
+/// queue depth when the version is in service, else `None`).
 struct Family {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
-    value: fn(&Figures) -> i64,
+    value: fn(&Figures, Option<&Gauge>) -> i64,
 }
 
 fn load(a: &AtomicU64) -> i64 {
@@ -64,50 +93,50 @@ const FAMILIES: &[Family] = &[
         name: "nv_inference_request_success",
         kind: "counter",
         help: "Number of successful inference requests, all batch sizes",
-        value: |f| load(&f.success),
+        value: |f, _| load(&f.success),
     },
     Family {
         name: "nv_inference_request_failure",
         kind: "counter",
         help: "Number of failed inference requests, all batch sizes",
-        value: |f| load(&f.failure),
+        value: |f, _| load(&f.failure),
     },
     Family {
         name: "nv_inference_count",
         kind: "counter",
         help: "Number of inferences performed (does not include cached requests)",
-        value: |f| load(&f.count),
+        value: |f, _| load(&f.count),
     },
     Family {
         name: "nv_inference_exec_count",
         kind: "counter",
         help: "Number of model executions performed (does not include cached requests)",
-        value: |f| load(&f.exec_count),
+        value: |f, _| load(&f.exec_count),
     },
     Family {
         name: "nv_inference_request_duration_us",
         kind: "counter",
         help: "Cumulative inference request duration in microseconds (includes cached requests)",
-        value: |f| load(&f.request_us),
+        value: |f, _| load(&f.request_us),
     },
     Family {
         name: "nv_inference_queue_duration_us",
         kind: "counter",
         help: "Cumulative inference queuing duration in microseconds (includes cached requests)",
-        value: |f| load(&f.queue_us),
+        value: |f, _| load(&f.queue_us),
     },
     Family {
         name: "nv_inference_compute_infer_duration_us",
         kind: "counter",
         help: "Cumulative compute inference duration in microseconds (does not include cached \
                requests)",
-        value: |f| load(&f.compute_infer_us),
+        value: |f, _| load(&f.compute_infer_us),
     },
     Family {
         name: "nv_inference_pending_request_count",
         kind: "gauge",
         help: "Instantaneous number of pending requests awaiting execution per-model",
-        value: |f| f.pending.get(),
+        value: |_, pending| pending.map_or(0, Gauge::get),
     },
 ];
 
@@ -127,75 +156,155 @@ fn escape_label(value: &str, out: &mut String) {
     }
 }
 
-impl TritonMetrics {
-    /// The metrics of the model `model` at `version`; `pending` is the batcher's queue depth.
-    pub fn new(model: &str, version: &str, pending: Gauge) -> Self {
+impl Figures {
+    fn new(model: &str, version: &str) -> Self {
         let mut labels = String::from("{model=\"");
         escape_label(model, &mut labels);
         labels.push_str("\",version=\"");
         escape_label(version, &mut labels);
         labels.push_str("\"}");
+        Figures {
+            version: version.to_owned(),
+            labels,
+            success: AtomicU64::new(0),
+            failure: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            exec_count: AtomicU64::new(0),
+            request_us: AtomicU64::new(0),
+            queue_us: AtomicU64::new(0),
+            compute_infer_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Figures {
+    fn is_blank(&self) -> bool {
+        [&self.success, &self.failure, &self.exec_count]
+            .iter()
+            .all(|a| a.load(Ordering::Relaxed) == 0)
+    }
+}
+
+impl TritonMetrics {
+    /// The metrics of the model `model`, `version` in service; `pending` is the batcher's
+    /// queue depth.
+    pub fn new(model: &str, version: &str, pending: Gauge) -> Self {
+        let current = Arc::new(Figures::new(model, version));
         Self {
-            inner: Arc::new(Figures {
-                labels,
-                success: AtomicU64::new(0),
-                failure: AtomicU64::new(0),
-                count: AtomicU64::new(0),
-                exec_count: AtomicU64::new(0),
-                request_us: AtomicU64::new(0),
-                queue_us: AtomicU64::new(0),
-                compute_infer_us: AtomicU64::new(0),
+            inner: Arc::new(Model {
+                name: model.to_owned(),
                 pending,
+                versions: RwLock::new(Versions {
+                    all: vec![current.clone()],
+                    current,
+                }),
             }),
         }
     }
 
-    /// Counts one answered request that took `elapsed` on this node.
-    pub fn succeeded(&self, elapsed: Duration) {
-        self.inner.success.fetch_add(1, Ordering::Relaxed);
+    fn versions(&self) -> std::sync::RwLockReadGuard<'_, Versions> {
+        // Nothing panics while the lock is held; a poisoned lock is still consistent.
         self.inner
+            .versions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts `version` in service from now on (its figures continue where they were if it
+    /// served before) and returns its figures, for its batcher.
+    pub fn serve(&self, version: &str) -> TritonVersion {
+        let mut v = self
+            .inner
+            .versions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let figures = match v.all.iter().find(|f| f.version == version) {
+            Some(f) => f.clone(),
+            None => {
+                let f = Arc::new(Figures::new(&self.inner.name, version));
+                v.all.push(f.clone());
+                f
+            }
+        };
+        v.current = figures.clone();
+        TritonVersion { figures }
+    }
+
+    /// The figures of the version in service.
+    pub fn current(&self) -> TritonVersion {
+        TritonVersion {
+            figures: self.versions().current.clone(),
+        }
+    }
+
+    /// Counts one answered request that took `elapsed` on this node, for the version in
+    /// service.
+    pub fn succeeded(&self, elapsed: Duration) {
+        let v = self.versions();
+        v.current.success.fetch_add(1, Ordering::Relaxed);
+        v.current
             .request_us
             .fetch_add(micros(elapsed), Ordering::Relaxed);
     }
 
-    /// Counts one refused or failed request.
+    /// Counts one refused or failed request, for the version in service.
     pub fn failed(&self) {
-        self.inner.failure.fetch_add(1, Ordering::Relaxed);
+        self.versions()
+            .current
+            .failure
+            .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Appends the families in the Prometheus text format (version 0.0.4): each family once,
+    /// with a line per version that was ever in service.
+    pub fn render(&self, out: &mut String) {
+        let v = self.versions();
+        for family in FAMILIES {
+            // Writing into a String cannot fail.
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n",
+                name = family.name,
+                help = family.help,
+                kind = family.kind,
+            );
+            for f in &v.all {
+                let current = Arc::ptr_eq(f, &v.current);
+                // A version named at start and replaced before it counted anything (a
+                // repository's directory name overriding the file's) is no series.
+                if !current && f.is_blank() {
+                    continue;
+                }
+                let pending = current.then_some(&self.inner.pending);
+                let _ = writeln!(
+                    out,
+                    "{name}{labels} {value}",
+                    name = family.name,
+                    labels = f.labels,
+                    value = (family.value)(f, pending),
+                );
+            }
+        }
+    }
+}
+
+impl TritonVersion {
     /// Counts one forward pass over `n` requests that took `compute`.
     pub fn executed(&self, n: usize, compute: Duration) {
+        let f = &*self.figures;
         let n = n as u64;
-        self.inner.exec_count.fetch_add(1, Ordering::Relaxed);
-        self.inner.count.fetch_add(n, Ordering::Relaxed);
+        f.exec_count.fetch_add(1, Ordering::Relaxed);
+        f.count.fetch_add(n, Ordering::Relaxed);
         // Triton charges each request of a batch the batch's whole compute time.
-        self.inner
-            .compute_infer_us
+        f.compute_infer_us
             .fetch_add(micros(compute).saturating_mul(n), Ordering::Relaxed);
     }
 
     /// Counts the queue wait of one computed request.
     pub fn queued(&self, wait: Duration) {
-        self.inner
+        self.figures
             .queue_us
             .fetch_add(micros(wait), Ordering::Relaxed);
-    }
-
-    /// Appends the families in the Prometheus text format (version 0.0.4).
-    pub fn render(&self, out: &mut String) {
-        let f = &*self.inner;
-        for family in FAMILIES {
-            // Writing into a String cannot fail.
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}\n",
-                name = family.name,
-                help = family.help,
-                kind = family.kind,
-                labels = f.labels,
-                value = (family.value)(f),
-            );
-        }
     }
 }
 
@@ -210,8 +319,8 @@ mod tests {
         m.succeeded(Duration::from_micros(250));
         m.succeeded(Duration::from_micros(750));
         m.failed();
-        m.executed(3, Duration::from_micros(100));
-        m.queued(Duration::from_micros(40));
+        m.current().executed(3, Duration::from_micros(100));
+        m.current().queued(Duration::from_micros(40));
         pending.set(2);
         let mut text = String::new();
         m.render(&mut text);
@@ -234,5 +343,49 @@ mod tests {
         assert!(text.contains("# TYPE nv_inference_request_success counter\n"));
         assert!(text.contains("# TYPE nv_inference_pending_request_count gauge\n"));
         assert!(!text.contains("_total"), "{text}");
+    }
+
+    /// After a swap, answers and passes count under the new version; the old one keeps its
+    /// figures and its line, without the queue depth; a version named and replaced before it
+    /// counted anything has no line; a version served again continues its figures.
+    #[test]
+    fn figures_follow_the_version_in_service() {
+        let pending = Gauge::default();
+        let m = TritonMetrics::new("m", "file", pending.clone());
+        let one = m.serve("1");
+        m.succeeded(Duration::from_micros(10));
+        one.executed(1, Duration::from_micros(5));
+        let two = m.serve("2");
+        m.succeeded(Duration::from_micros(20));
+        m.succeeded(Duration::from_micros(20));
+        m.failed();
+        two.executed(2, Duration::from_micros(7));
+        // A pass of the old version's batcher finishing after the swap stays the old version's.
+        one.queued(Duration::from_micros(3));
+        pending.set(4);
+        let mut text = String::new();
+        m.render(&mut text);
+        for line in [
+            r#"nv_inference_request_success{model="m",version="1"} 1"#,
+            r#"nv_inference_request_success{model="m",version="2"} 2"#,
+            r#"nv_inference_request_failure{model="m",version="1"} 0"#,
+            r#"nv_inference_request_failure{model="m",version="2"} 1"#,
+            r#"nv_inference_count{model="m",version="2"} 2"#,
+            r#"nv_inference_queue_duration_us{model="m",version="1"} 3"#,
+            r#"nv_inference_pending_request_count{model="m",version="1"} 0"#,
+            r#"nv_inference_pending_request_count{model="m",version="2"} 4"#,
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line} missing from\n{text}"
+            );
+        }
+        assert!(!text.contains(r#"version="file""#), "{text}");
+        assert_eq!(text.matches("# TYPE nv_inference_count counter").count(), 1);
+        m.serve("1");
+        m.succeeded(Duration::from_micros(10));
+        let mut text = String::new();
+        m.render(&mut text);
+        assert!(text.contains("nv_inference_request_success{model=\"m\",version=\"1\"} 2\n"));
     }
 }
