@@ -361,20 +361,17 @@ where
     /// stays for the body. A lost first message never arrives, so neither does this.
     fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arrived, BoxError>> {
         loop {
-            let polled = self.poll_next(cx);
-            let progressed = matches!(polled, Poll::Ready(Some(_)));
-            match polled {
+            match self.poll_next(cx) {
                 Poll::Ready(Some(Err(e))) if self.first.is_none() => return Poll::Ready(Err(e)),
                 Poll::Ready(Some(frame)) => self.ready.push_back(frame),
-                Poll::Ready(None) | Poll::Pending => {}
+                // The body cannot end before a first message has crossed (an empty body
+                // crosses as one empty message): without one, this waits for the head.
+                Poll::Ready(None) | Poll::Pending => {
+                    return self.first.map_or(Poll::Pending, |a| Poll::Ready(Ok(a)));
+                }
             }
             if let Some(arrived) = self.first {
                 return Poll::Ready(Ok(arrived));
-            }
-            if !progressed {
-                // Ended with no message passed on cannot happen (an empty body crosses as one
-                // empty message), so this is a wait for the head or for the body.
-                return Poll::Pending;
             }
         }
     }

@@ -211,10 +211,9 @@ impl Percentiles {
         }
         v.sort_unstable();
         let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         Percentiles {
-            p50: Some(ms(rank(0.5))),
-            p99: Some(ms(rank(0.99))),
+            p50: Some(ms(rank(0.5).as_nanos())),
+            p99: Some(ms(rank(0.99).as_nanos())),
         }
     }
 }
@@ -366,6 +365,11 @@ impl Loopback {
     }
 }
 
+/// Nanoseconds as milliseconds, rounded to the microsecond.
+fn ms(nanos: u128) -> f64 {
+    (nanos as f64 / 1e3).round() / 1e3
+}
+
 /// Nearest-rank p50 and p99 of `a + b` for `a` drawn from `xs` and `b` from `ys` independently,
 /// every pair equally likely: the distribution of two delays in sequence. Exact, without
 /// forming the `xs.len() * ys.len()` sums: the q-quantile is the smallest sum `t` with at least
@@ -408,7 +412,7 @@ pub fn sum_percentiles(xs: &[Duration], ys: &[Duration]) -> Percentiles {
                 lo = mid + 1;
             }
         }
-        (lo as f64 / 1e3).round() / 1e3
+        ms(lo)
     };
     Percentiles {
         p50: Some(quantile(0.5)),

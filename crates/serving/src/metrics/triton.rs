@@ -175,9 +175,8 @@ impl Figures {
             compute_infer_us: AtomicU64::new(0),
         }
     }
-}
 
-impl Figures {
+    /// Nothing counted yet.
     fn is_blank(&self) -> bool {
         [&self.success, &self.failure, &self.exec_count]
             .iter()
