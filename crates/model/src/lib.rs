@@ -20,7 +20,8 @@
 //! - [`int8`]: int8 linear layers as a candle custom op, over SIMD kernels chosen at run time
 //!   (`int8::kernels`, the crate's only `unsafe` code).
 //! - [`mnist`]: the IDX loader and the validation split.
-//! - [`train`]: seeded training with candle-nn; [`calibrate`]: temperature scaling, ECE, NLL;
+//! - [`train`]: seeded training with candle-nn, [`augment`] its random image distortions;
+//!   [`calibrate`]: temperature scaling, ECE, NLL;
 //!   [`eval`]: accuracy, calibration and latency of a model, and the calibration step.
 //! - [`ood`]: how unlike the training inputs an input is (a probabilistic PCA of them, fitted
 //!   at training and carried in the model file), with a threshold from the validation split.
@@ -38,6 +39,7 @@
 // `deny`, not `forbid`: the int8 kernels (`int8::kernels`, one module) need SIMD intrinsics.
 #![deny(unsafe_code)]
 
+pub mod augment;
 pub mod calibrate;
 mod classifier;
 pub mod cnn_gemm;

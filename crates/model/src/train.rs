@@ -3,9 +3,10 @@
 //! (fine-tuning, [`Guidance::init`]), on a data set that may mix hard examples into a sample of
 //! the original one ([`mix`]).
 //!
-//! Two options make a stronger model of the same architecture: random translations of the
-//! training images ([`TrainConfig::augment_shift`]) and a cosine learning-rate decay
-//! ([`Schedule::Cosine`]); both are off by default.
+//! Two options make a stronger model of the same architecture: random distortions of the
+//! training images ([`TrainConfig::augment`]: translation, rotation, scaling, elastic
+//! deformation, [`crate::augment`]) and a cosine learning-rate decay ([`Schedule::Cosine`]);
+//! both are off by default.
 //!
 //! Everything random comes from one seed, through separate ChaCha streams for weight
 //! initialisation, shuffling, dropout and augmentation, so that the same seed gives the same
@@ -24,6 +25,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+use crate::augment::Distortion;
 use crate::mnist::Dataset;
 use crate::nets::{self, Architecture, IMAGE_LEN};
 use crate::{Classifier, Model, ModelError, ModelMetadata};
@@ -35,13 +37,6 @@ const STREAM_SHUFFLE: u64 = 1;
 const STREAM_DROPOUT: u64 = 2;
 const STREAM_MIX: u64 = 3;
 const STREAM_AUGMENT: u64 = 4;
-
-/// Side of the square images the networks take.
-const SIDE: usize = 28;
-const _: () = assert!(SIDE * SIDE == IMAGE_LEN);
-
-/// The largest [`TrainConfig::augment_shift`]: one more moves a whole image out of its frame.
-pub const MAX_AUGMENT_SHIFT: usize = SIDE - 1;
 
 /// The default distillation temperature: soft enough that the teacher's second choices carry
 /// weight, the usual choice for MNIST (Hinton et al. 2015 used up to 20).
@@ -116,10 +111,9 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub learning_rate: f64,
     pub schedule: Schedule,
-    /// Each time an image enters a batch it is translated by a random whole number of pixels,
-    /// up to this many in each direction (0: images as they are). The uncovered border is
-    /// black (0), like MNIST's own. With a teacher, the teacher labels the translated image.
-    pub augment_shift: usize,
+    /// Each time an image enters a batch it is distorted anew by these random draws (the
+    /// default: images as they are). With a teacher, the teacher labels the distorted image.
+    pub augment: Distortion,
     /// Train on only the first `limit` training images (quick runs, CI).
     pub limit: Option<usize>,
 }
@@ -141,7 +135,7 @@ impl TrainConfig {
             batch_size,
             learning_rate: 1e-3,
             schedule: Schedule::Constant,
-            augment_shift: 0,
+            augment: Distortion::default(),
             limit: None,
         }
     }
@@ -201,12 +195,7 @@ pub fn train_guided(
             "epochs and batch size must be at least 1".into(),
         ));
     }
-    if cfg.augment_shift > MAX_AUGMENT_SHIFT {
-        return Err(ModelError::Input(format!(
-            "an augmentation shift of {} pixels moves a {SIDE}x{SIDE} image out of its frame",
-            cfg.augment_shift
-        )));
-    }
+    cfg.augment.check()?;
     if train.image_len() != IMAGE_LEN || validation.image_len() != IMAGE_LEN {
         return Err(ModelError::Input(format!(
             "the networks take 28x28 images, got {}x{}",
@@ -249,8 +238,8 @@ pub fn train_guided(
         Some((teacher, distill)) => Some(SoftTargets::new(
             teacher,
             distill,
-            // Translated images are new inputs each time: the teacher labels them as they come.
-            (cfg.augment_shift == 0).then_some(train),
+            // Distorted images are new inputs each time: the teacher labels them as they come.
+            cfg.augment.is_none().then_some(train),
             n,
             arch,
         )?),
@@ -290,18 +279,18 @@ pub fn train_guided(
             let step = (epoch - 1) * batches + i;
             opt.set_learning_rate(cfg.schedule.rate(cfg.learning_rate, step, steps));
             let idx = Tensor::from_slice(chunk, chunk.len(), &dev)?;
-            let (batch, shifted) = if cfg.augment_shift == 0 {
+            let (batch, distorted) = if cfg.augment.is_none() {
                 (xs.index_select(&idx, 0)?, None)
             } else {
-                let shifted = translated(&pixels, chunk, cfg.augment_shift, &mut augment_rng);
-                let batch = Tensor::from_slice(&shifted, (chunk.len(), IMAGE_LEN), &dev)?;
-                (batch, Some(shifted))
+                let distorted = cfg.augment.apply(&pixels, chunk, &mut augment_rng);
+                let batch = Tensor::from_slice(&distorted, (chunk.len(), IMAGE_LEN), &dev)?;
+                (batch, Some(distorted))
             };
             let logits = net.forward_t(&batch, Some(&mut dropout_rng))?;
             let hard = candle_nn::loss::cross_entropy(&logits, &ys.index_select(&idx, 0)?)?;
             let loss = match &soft {
                 None => hard,
-                Some(soft) => soft.loss(&logits, &idx, shifted.as_deref(), hard)?,
+                Some(soft) => soft.loss(&logits, &idx, distorted.as_deref(), hard)?,
             };
             opt.backward_step(&loss)?;
             let loss = loss.to_scalar::<f32>()?;
@@ -341,7 +330,7 @@ pub fn train_guided(
 }
 
 /// A teacher's soft targets: computed once for the training set when its images are used as
-/// they are, or batch by batch for translated images.
+/// they are, or batch by batch for distorted images.
 struct SoftTargets<'a> {
     teacher: &'a Model,
     /// `softmax(teacher / T)` and `log_softmax(teacher / T)` of every training image, `(n,
@@ -435,7 +424,7 @@ impl<'a> SoftTargets<'a> {
     /// The distillation loss of a batch with `logits`, from its cross-entropy on the labels,
     /// `hard`. The batch is rows `idx` of the training set: with targets computed once, they
     /// are looked up; otherwise the teacher labels `pixels`, those rows as the batch holds them
-    /// (translated).
+    /// (distorted).
     fn loss(
         &self,
         logits: &Tensor,
@@ -462,32 +451,6 @@ impl<'a> SoftTargets<'a> {
         let a = f64::from(alpha);
         Ok(((kl * (a * t * t))? + (hard * (1.0 - a))?)?)
     }
-}
-
-/// Rows `rows` of `pixels` (images of [`IMAGE_LEN`]), each translated by a whole number of
-/// pixels drawn from `rng` in `[-max_shift, max_shift]` along each axis; uncovered pixels are 0.
-fn translated(pixels: &[f32], rows: &[u32], max_shift: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
-    use rand::Rng;
-    // i32, not isize: rand samples the same values from a seed on every platform.
-    let s = max_shift as i32;
-    let mut out = vec![0.0f32; rows.len() * IMAGE_LEN];
-    for (dst, &row) in out.chunks_exact_mut(IMAGE_LEN).zip(rows) {
-        let src = &pixels[row as usize * IMAGE_LEN..][..IMAGE_LEN];
-        let dx = rng.random_range(-s..=s) as isize;
-        let dy = rng.random_range(-s..=s) as isize;
-        for y in 0..SIDE {
-            let Some(sy) = y.checked_add_signed(-dy).filter(|&v| v < SIDE) else {
-                continue;
-            };
-            // Destination columns whose source column sx = x - dx lies in the image.
-            let x0 = dx.max(0) as usize;
-            let x1 = (SIDE as isize + dx.min(0)) as usize;
-            let sx0 = (x0 as isize - dx) as usize;
-            dst[y * SIDE + x0..y * SIDE + x1]
-                .copy_from_slice(&src[sy * SIDE + sx0..sy * SIDE + sx0 + (x1 - x0)]);
-        }
-    }
-    out
 }
 
 /// A fine-tuning set: every image of `hard` and `original_count` images of `original` drawn
@@ -756,45 +719,6 @@ mod tests {
         assert_ne!(a, run(6));
     }
 
-    /// The offset `(dx, dy)` that turns `src` into `dst`, if one within `max` does.
-    fn offset_of(src: &[f32], dst: &[f32], max: isize) -> Option<(isize, isize)> {
-        let side = SIDE as isize;
-        let at = |img: &[f32], x: isize, y: isize| {
-            if (0..side).contains(&x) && (0..side).contains(&y) {
-                img[(y * side + x) as usize]
-            } else {
-                0.0
-            }
-        };
-        (-max..=max)
-            .flat_map(|dy| (-max..=max).map(move |dx| (dx, dy)))
-            .find(|&(dx, dy)| {
-                (0..side).all(|y| (0..side).all(|x| at(dst, x, y) == at(src, x - dx, y - dy)))
-            })
-    }
-
-    #[test]
-    fn translation_moves_whole_images_by_offsets_up_to_the_limit() {
-        // Every pixel distinct and non-zero, so an offset is recognised exactly.
-        let a: Vec<f32> = (0..IMAGE_LEN).map(|i| 1.0 + i as f32).collect();
-        let b: Vec<f32> = a.iter().map(|v| -v).collect();
-        let pixels = [a.clone(), b.clone()].concat();
-        let mut rng = stream(9, STREAM_AUGMENT);
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..200 {
-            let out = translated(&pixels, &[1, 0], 3, &mut rng);
-            let (first, second) = out.split_at(IMAGE_LEN);
-            let o1 = offset_of(&b, first, 3).expect("row 1, moved by at most 3");
-            let o2 = offset_of(&a, second, 3).expect("row 0, moved by at most 3");
-            seen.insert(o1);
-            seen.insert(o2);
-        }
-        // All 49 offsets occur, each axis independently.
-        assert_eq!(seen.len(), 49);
-        // No shift: the images as they are.
-        assert_eq!(translated(&pixels, &[1, 0], 0, &mut rng), [b, a].concat());
-    }
-
     #[test]
     fn the_cosine_schedule_falls_from_the_rate_to_zero_and_constant_stays() {
         let steps = 1000;
@@ -816,7 +740,7 @@ mod tests {
         train_set.labels[..n].fill(0);
         let run = |shift| {
             let configure = |cfg: &mut TrainConfig| {
-                cfg.augment_shift = shift;
+                cfg.augment = Distortion::shift(shift);
                 cfg.schedule = Schedule::Cosine;
             };
             let teacher = Some((&teacher, 4.0, 1.0));
@@ -832,7 +756,7 @@ mod tests {
         );
         assert_eq!(file_bytes(&student), file_bytes(&run(2).unwrap()));
         assert_ne!(file_bytes(&student), file_bytes(&run(0).unwrap()));
-        let e = run(SIDE).err().expect("refused");
+        let e = run(28).err().expect("refused");
         assert!(e.to_string().contains("out of its frame"), "{e}");
     }
 }
