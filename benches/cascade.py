@@ -20,8 +20,11 @@ router offers (max probability, margin between the two most probable labels, neg
 entropy), the edge keeps exactly the fraction S it is surest of (flagged inputs last), and the
 cascade's accuracy is printed for that choice.
 
+With --split validation it reads the validation split instead (the last 5,000 training images,
+which training holds out): a recipe chosen by its cascade there has not seen the test set.
+
 Usage: python benches/cascade.py [--cloud models/cloud-cnn.safetensors]
-           [--thresholds 0.9,0.95,0.97] [--share 0.9] EDGE.safetensors...
+           [--thresholds 0.9,0.95,0.97] [--share 0.9] [--split test|validation] EDGE.safetensors...
 Needs numpy; reads data/mnist.
 """
 
@@ -100,12 +103,14 @@ def main():
     ap.add_argument("--cloud", default=str(ROOT / "models" / "cloud-cnn.safetensors"))
     ap.add_argument("--thresholds", default="0.9,0.95,0.97,0.98")
     ap.add_argument("--share", type=float, help="also keep exactly this fraction at the edge")
+    ap.add_argument("--split", choices=["test", "validation"], default="test",
+                    help="the 10,000 test images, or the last 5,000 training images")
     args = ap.parse_args()
     thresholds = [float(t) for t in args.thresholds.split(",")]
-    x = idx("t10k-images-idx3-ubyte.gz", 16, (-1, 784)).astype(np.float32) / 255
-    y = idx("t10k-labels-idx1-ubyte.gz", 8, (-1,))
+    x, y = images(args.split)
     cloud_right = cloud(args.cloud, x).argmax(1) == y
-    print(f"cloud-only accuracy {cloud_right.mean():.4f} ({args.cloud})")
+    print(f"{args.split} split, {len(y)} images; cloud-only accuracy {cloud_right.mean():.4f} "
+          f"({args.cloud})")
     print("| edge model | edge accuracy | threshold | edge share | cascade accuracy "
           "| edge errors kept | cloud errors on those |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -119,6 +124,18 @@ def main():
                   f"| {cascade:.4f} | {(kept & ~edge_right).sum()} | {(kept & ~cloud_right).sum()} |")
         if args.share is not None:
             fixed_share(path, p, flagged, edge_right, cloud_right, args.share)
+
+
+def images(split):
+    """(pixels in [0, 1], labels) of a split: test, or validation (the last 5,000 training
+    images, as `edgeinfer train` holds them out)."""
+    if split == "test":
+        x = idx("t10k-images-idx3-ubyte.gz", 16, (-1, 784))
+        y = idx("t10k-labels-idx1-ubyte.gz", 8, (-1,))
+    else:
+        x = idx("train-images-idx3-ubyte.gz", 16, (-1, 784))[-5000:]
+        y = idx("train-labels-idx1-ubyte.gz", 8, (-1,))[-5000:]
+    return x.astype(np.float32) / 255, y
 
 
 def fixed_share(path, p, flagged, edge_right, cloud_right, share):

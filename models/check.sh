@@ -4,7 +4,8 @@
 #      reaches an accuracy above 0.9, for the f32, q8_0 and int8 files;
 #   2. the shipped files in models/ load and meet their cards: edge-mlp q8_0 >= 0.975 and
 #      within 0.003 of f32, q4_0 within 0.01, int8 within 0.001 (issue 14), cloud-cnn >= 0.990,
-#      ECE <= 0.02 for all, the q8_0 and int8 files at most 30 % of the f32 file.
+#      ECE <= 0.02 for all, the q8_0 and int8 files at most 30 % of the f32 file; edge-mlp
+#      version 2 (issue 16) >= 0.985 and its int8 form within 0.001, version "2" in both.
 # Usage: bash models/check.sh [path/to/edgeinfer]   (default: builds and uses the release binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,7 @@ done
 
 echo "--- shipped models"
 for f in edge-mlp.safetensors edge-mlp-int8.safetensors edge-mlp-q8_0.gguf edge-mlp-q4_0.gguf \
-    cloud-cnn.safetensors; do
+    cloud-cnn.safetensors edge-mlp-v2.safetensors edge-mlp-v2-int8.safetensors; do
     "$ei" eval --model "models/$f" --json --no-latency >"$tmp/$f.json"
 done
 
@@ -58,19 +59,25 @@ check(abs(q4["accuracy"] - f32["accuracy"]) <= 0.01,
 check(abs(i8["accuracy"] - f32["accuracy"]) <= 0.001,
       f"edge-mlp int8 {i8['accuracy']:.4f} within 0.001 of f32 {f32['accuracy']:.4f}")
 check(cnn["accuracy"] >= 0.990, f"cloud-cnn accuracy {cnn['accuracy']:.4f} >= 0.990")
+v2, v2i8 = r["edge-mlp-v2.safetensors"], r["edge-mlp-v2-int8.safetensors"]
+check(v2["accuracy"] >= 0.985, f"edge-mlp v2 accuracy {v2['accuracy']:.4f} >= 0.985")
+check(abs(v2i8["accuracy"] - v2["accuracy"]) <= 0.001,
+      f"edge-mlp v2 int8 {v2i8['accuracy']:.4f} within 0.001 of f32 {v2['accuracy']:.4f}")
+check(v2["version"] == v2i8["version"] == "2", f"edge-mlp v2 files say version {v2['version']}, {v2i8['version']}")
 for name, m in [("edge-mlp f32", f32), ("edge-mlp int8", i8), ("edge-mlp q8_0", q8),
-                ("edge-mlp q4_0", q4), ("cloud-cnn", cnn)]:
+                ("edge-mlp q4_0", q4), ("cloud-cnn", cnn), ("edge-mlp v2 f32", v2),
+                ("edge-mlp v2 int8", v2i8)]:
     check(m["ece"] <= 0.02, f"{name} ECE {m['ece']:.4f} <= 0.02")
     check(m["n"] == 10000, f"{name} evaluated on {m['n']} test images")
 # The network's share of the file: the input detector (the same in every form of a model) is
 # not the network being compressed.
 def network_bytes(m):
     return m["file_bytes"] - m.get("ood", {}).get("bytes", 0)
-for name, m in [("q8_0", q8), ("int8", i8)]:
-    ratio = network_bytes(m) / network_bytes(f32)
+for name, m, of in [("q8_0", q8, f32), ("int8", i8, f32), ("v2 int8", v2i8, v2)]:
+    ratio = network_bytes(m) / network_bytes(of)
     check(ratio <= 0.30, f"{name} network is {ratio:.1%} of the f32 one (<= 30 %)")
 for name, m in [("edge-mlp f32", f32), ("edge-mlp int8", i8), ("edge-mlp q8_0", q8),
-                ("edge-mlp q4_0", q4)]:
+                ("edge-mlp q4_0", q4), ("edge-mlp v2 f32", v2), ("edge-mlp v2 int8", v2i8)]:
     flagged = m.get("ood", {}).get("test_flagged")
     check(flagged is not None and flagged <= 0.02,
           f"{name} carries an input detector flagging {flagged} of the test images (<= 0.02)")

@@ -1,9 +1,9 @@
 # shellcheck shell=bash
 # Sourced by the checks that need running servers: `build_binaries` builds them and puts them on
-# PATH; `start_up` starts `edgeinfer up` on free ports (port 0 everywhere, so a check never
-# collides with a running `edgeinfer up` or another check), stopped on exit, also when a step
-# fails. After `start_up`, these are set: edge, cloud, admin (gRPC) and edge_http, cloud_http
-# (OIP over HTTP), each HOST:PORT. Needs `work`: a scratch directory, removed on exit.
+# PATH; `start_up [ARGS...]` starts `edgeinfer up ARGS...` on free ports (port 0 everywhere, so
+# a check never collides with a running `edgeinfer up` or another check), stopped on exit, also
+# when a step fails. After `start_up`, these are set: edge, cloud, admin (gRPC) and edge_http,
+# cloud_http (OIP over HTTP), each HOST:PORT. Needs `work`: a scratch directory, removed on exit.
 : "${work:?set work to a scratch directory before sourcing .ci/lib/up.sh}"
 
 build_binaries() {
@@ -46,7 +46,7 @@ start_up() {
     edgeinfer up --edge-listen 127.0.0.1:0 --cloud-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
         --cloud-admin-listen 127.0.0.1:0 \
         --edge-metrics-listen 127.0.0.1:0 --cloud-metrics-listen 127.0.0.1:0 \
-        --edge-http-listen 127.0.0.1:0 --cloud-http-listen 127.0.0.1:0 \
+        --edge-http-listen 127.0.0.1:0 --cloud-http-listen 127.0.0.1:0 "$@" \
         >"$work/up.log" 2>&1 &
     server_pid=$!
     edge='' cloud='' admin='' edge_http='' cloud_http=''

@@ -11,7 +11,7 @@ use edgeinfer_model::augment::Distortion;
 use edgeinfer_model::eval::{self, Evaluation, Latency};
 use edgeinfer_model::mnist::{self, Dataset};
 use edgeinfer_model::train::{self, Distill, EpochReport, Guidance, TrainConfig, TrainObserver};
-use edgeinfer_model::{Architecture, Classifier, Model, ModelFormat};
+use edgeinfer_model::{Architecture, Classifier, Model, ModelFormat, ModelMetadata};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// The models `train` knows.
@@ -112,6 +112,10 @@ pub struct TrainArgs {
     /// Output file (.safetensors)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// The version the file names (its `edgeinfer.version`; answers say `name@version`), so
+    /// that a model trained to replace another in service says which it is
+    #[arg(long, default_value = "1", value_name = "VERSION")]
+    pub version: String,
     /// Adam's learning rate [default: 0.001]
     #[arg(long, value_name = "RATE")]
     pub learning_rate: Option<f64>,
@@ -120,17 +124,37 @@ pub struct TrainArgs {
     pub lr_schedule: LrSchedule,
     /// Translate each training image by up to PIXELS in each direction, drawn anew each time
     /// it is used (0: no augmentation). With --teacher, the teacher labels the moved image
-    #[arg(long, default_value_t = 0, value_name = "PIXELS", help_heading = "Augmentation")]
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "PIXELS",
+        help_heading = "Augmentation"
+    )]
     pub augment_shift: usize,
     /// Rotate each training image about its centre by up to DEGREES either way
-    #[arg(long, default_value_t = 0.0, value_name = "DEGREES", help_heading = "Augmentation")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "DEGREES",
+        help_heading = "Augmentation"
+    )]
     pub augment_rotate: f32,
     /// Scale each training image about its centre by a factor in [1 - FRACTION, 1 + FRACTION]
-    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", help_heading = "Augmentation")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "FRACTION",
+        help_heading = "Augmentation"
+    )]
     pub augment_scale: f32,
     /// Deform each training image elastically: a random field smoothed by a Gaussian of 4 px,
     /// times PIXELS (Simard et al. 2003 used 34 on MNIST; 0: none)
-    #[arg(long, default_value_t = 0.0, value_name = "PIXELS", help_heading = "Augmentation")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "PIXELS",
+        help_heading = "Augmentation"
+    )]
     pub augment_elastic: f32,
     /// Distil from this teacher model file (e.g. models/cloud-cnn.safetensors): the loss
     /// adds its soft targets to the labels' cross-entropy. The student's architecture is
@@ -260,6 +284,12 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     cfg.augment
         .check()
         .context("--augment-shift / -rotate / -scale / -elastic")?;
+    // Checked now, not after the training it would name.
+    let metadata = ModelMetadata {
+        version: args.version.clone(),
+        ..train::initial_metadata(arch)
+    };
+    metadata.validate().context("--version")?;
     if cfg.epochs == 0 || cfg.batch_size == 0 || cfg.limit == Some(0) {
         bail!("--epochs, --batch-size and --limit must be at least 1");
     }
@@ -359,6 +389,7 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut progress = Progress::default();
     let mut model = train::train_guided(&cfg, &guidance, &train_set, &validation, &mut progress)?;
+    model.set_metadata(metadata)?;
     let trained_s = start.elapsed().as_secs_f64();
     let e = eval::calibrate(&mut model, &validation, &test)?;
     model
