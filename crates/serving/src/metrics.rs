@@ -203,8 +203,8 @@ impl Metrics {
         Self::register(&mut Registry::default(), model)
     }
 
-    /// Counts one answered request.
-    pub fn answered(&self, tier: Tier, reason: Reason, seconds: f64) {
+    /// Counts one answered request; `model` is the answer's `name@version`.
+    pub fn answered(&self, tier: Tier, reason: Reason, model: &str, seconds: f64) {
         // Label values are static names: counting allocates nothing once a series exists.
         let served_by = tier.name();
         self.requests
@@ -216,8 +216,10 @@ impl Metrics {
         self.request_seconds
             .get_or_create(&TierLabels { served_by })
             .observe(seconds);
-        self.triton
-            .succeeded(Duration::try_from_secs_f64(seconds).unwrap_or_default());
+        self.triton.succeeded(
+            model,
+            Duration::try_from_secs_f64(seconds).unwrap_or_default(),
+        );
     }
 
     /// Counts one refused request and logs it, throttled: under overload refusals come by the
@@ -382,8 +384,8 @@ mod tests {
     fn answered_requests_appear_in_the_exposition_under_both_names() {
         let mut registry = Registry::with_prefix("edgeinfer");
         let m = Metrics::register(&mut registry, &model());
-        m.answered(Tier::Edge, Reason::Confident, 0.001);
-        m.answered(Tier::Cloud, Reason::LowConfidence, 0.002);
+        m.answered(Tier::Edge, Reason::Confident, "edge-mlp@3", 0.001);
+        m.answered(Tier::Cloud, Reason::LowConfidence, "cloud-cnn@1", 0.002);
         m.failed(tonic::Code::InvalidArgument);
         let text = Exposition {
             triton: m.triton.clone(),
@@ -422,7 +424,7 @@ mod tests {
     fn every_family_has_one_help_and_one_type_line_naming_its_samples() {
         let mut registry = Registry::with_prefix("edgeinfer");
         let m = Metrics::register(&mut registry, &model());
-        m.answered(Tier::Edge, Reason::Confident, 0.001);
+        m.answered(Tier::Edge, Reason::Confident, "edge-mlp@3", 0.001);
         let text = Exposition {
             triton: m.triton.clone(),
             registry,

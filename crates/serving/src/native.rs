@@ -131,6 +131,7 @@ pub async fn answer<N: Node + ?Sized>(
                 node.metrics().answered(
                     answer.served_by,
                     answer.reason,
+                    &answer.model,
                     received.elapsed().as_secs_f64(),
                 );
                 tracing::debug!(

@@ -248,8 +248,12 @@ impl<N: Node> OipService<N> {
             .into_iter()
             .unzip();
         for a in &answers {
-            node.metrics()
-                .answered(a.served_by, a.reason, received.elapsed().as_secs_f64());
+            node.metrics().answered(
+                a.served_by,
+                a.reason,
+                &a.model,
+                received.elapsed().as_secs_f64(),
+            );
         }
         let mut response = build_response(
             &request.model_name,

@@ -9,9 +9,11 @@
 //!
 //! A node runs one model, one version at a time; a hot swap puts another version in service.
 //! Each version has its own figures ([`TritonVersion`]), whose label set is escaped once into
-//! `labels`: the batcher of a version counts its passes into that version's figures, and the
-//! front ends count answers and refusals into the version in service (one read lock, then
-//! relaxed atomic adds: no lookup by label and no allocation per request). Every version that
+//! `labels`: the batcher of a version counts its passes into that version's figures; the
+//! front ends count an answer into the version that gave it (its `name@version`, found among
+//! the few versions that served by one string comparison each under a read lock; another
+//! model's answer, the cloud's on the edge, into the version in service) and a refusal into the
+//! version in service. No allocation per request. Every version that
 //! has served stays in the exposition, so a dashboard's per-version rates follow a swap as they
 //! do on Triton. Durations are cumulative microseconds, as Triton's are; averages come from
 //! dividing their rates by the matching count's.
@@ -236,17 +238,24 @@ impl TritonMetrics {
         }
     }
 
-    /// Counts one answered request that took `elapsed` on this node, for the version in
-    /// service.
-    pub fn succeeded(&self, elapsed: Duration) {
+    /// Counts one answered request that took `elapsed` on this node, for the version that
+    /// answered it: `answered_by` is the answer's `name@version`. An answer of another model
+    /// (the cloud's, on the edge) counts for the version in service, as a request to this model.
+    pub fn succeeded(&self, answered_by: &str, elapsed: Duration) {
         let v = self.versions();
-        v.current.success.fetch_add(1, Ordering::Relaxed);
-        v.current
+        // A request finishing on a version just swapped out counts for that version.
+        let figures = answered_by
+            .rsplit_once('@')
+            .filter(|(name, _)| *name == self.inner.name)
+            .and_then(|(_, version)| v.all.iter().rev().find(|f| f.version == version))
+            .unwrap_or(&v.current);
+        figures.success.fetch_add(1, Ordering::Relaxed);
+        figures
             .request_us
             .fetch_add(micros(elapsed), Ordering::Relaxed);
     }
 
-    /// Counts one refused or failed request, for the version in service.
+    /// Counts one refused or failed request, for the version in service (no version answered).
     pub fn failed(&self) {
         self.versions()
             .current
@@ -315,8 +324,8 @@ mod tests {
     fn figures_render_under_triton_names_with_escaped_labels() {
         let pending = Gauge::default();
         let m = TritonMetrics::new("edge\"mlp", "1\\2", pending.clone());
-        m.succeeded(Duration::from_micros(250));
-        m.succeeded(Duration::from_micros(750));
+        m.succeeded("edge\"mlp@1\\2", Duration::from_micros(250));
+        m.succeeded("cloud-cnn@1", Duration::from_micros(750));
         m.failed();
         m.current().executed(3, Duration::from_micros(100));
         m.current().queued(Duration::from_micros(40));
@@ -352,11 +361,14 @@ mod tests {
         let pending = Gauge::default();
         let m = TritonMetrics::new("m", "file", pending.clone());
         let one = m.serve("1");
-        m.succeeded(Duration::from_micros(10));
+        m.succeeded("m@1", Duration::from_micros(10));
         one.executed(1, Duration::from_micros(5));
         let two = m.serve("2");
-        m.succeeded(Duration::from_micros(20));
-        m.succeeded(Duration::from_micros(20));
+        m.succeeded("m@2", Duration::from_micros(20));
+        // Another model's answer counts for the version in service.
+        m.succeeded("cloud-cnn@1", Duration::from_micros(20));
+        // A request that finished on version 1 after the swap counts for version 1.
+        m.succeeded("m@1", Duration::from_micros(30));
         m.failed();
         two.executed(2, Duration::from_micros(7));
         // A pass of the old version's batcher finishing after the swap stays the old version's.
@@ -365,8 +377,10 @@ mod tests {
         let mut text = String::new();
         m.render(&mut text);
         for line in [
-            r#"nv_inference_request_success{model="m",version="1"} 1"#,
+            r#"nv_inference_request_success{model="m",version="1"} 2"#,
             r#"nv_inference_request_success{model="m",version="2"} 2"#,
+            r#"nv_inference_request_duration_us{model="m",version="1"} 40"#,
+            r#"nv_inference_request_duration_us{model="m",version="2"} 40"#,
             r#"nv_inference_request_failure{model="m",version="1"} 0"#,
             r#"nv_inference_request_failure{model="m",version="2"} 1"#,
             r#"nv_inference_count{model="m",version="2"} 2"#,
@@ -382,9 +396,9 @@ mod tests {
         assert!(!text.contains(r#"version="file""#), "{text}");
         assert_eq!(text.matches("# TYPE nv_inference_count counter").count(), 1);
         m.serve("1");
-        m.succeeded(Duration::from_micros(10));
+        m.succeeded("m@1", Duration::from_micros(10));
         let mut text = String::new();
         m.render(&mut text);
-        assert!(text.contains("nv_inference_request_success{model=\"m\",version=\"1\"} 2\n"));
+        assert!(text.contains("nv_inference_request_success{model=\"m\",version=\"1\"} 3\n"));
     }
 }
