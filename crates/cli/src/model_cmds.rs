@@ -123,7 +123,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = LrSchedule::Constant, value_name = "SCHEDULE")]
     pub lr_schedule: LrSchedule,
     /// Translate each training image by up to PIXELS in each direction, drawn anew each time
-    /// it is used (0: no augmentation). With --teacher, the teacher labels the moved image
+    /// it is used (0: none). With --teacher, the teacher labels the distorted image (this
+    /// flag and the three below)
     #[arg(
         long,
         default_value_t = 0,
@@ -367,9 +368,10 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
             train::Schedule::Constant => String::new(),
             train::Schedule::Cosine => format!(", learning rate {} cosine to 0", cfg.learning_rate),
         },
-        match cfg.augment.is_none() {
-            true => String::new(),
-            false => format!(", images {}", cfg.augment),
+        if cfg.augment.is_none() {
+            String::new()
+        } else {
+            format!(", images {}", cfg.augment)
         },
         match (&args.teacher, &teacher) {
             (Some(p), Some(t)) => format!(

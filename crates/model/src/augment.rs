@@ -102,14 +102,15 @@ impl Distortion {
         // i32, not isize: rand samples the same values from a seed on every platform.
         let s = self.shift as i32;
         let mut out = vec![0.0f32; rows.len() * LEN];
-        let mut field = self.is_continuous().then(ElasticField::new);
+        let mut field = (self.elastic_alpha > 0.0).then(ElasticField::new);
         for (dst, &row) in out.chunks_exact_mut(LEN).zip(rows) {
             let src = &pixels[row as usize * LEN..][..LEN];
             let dx = rng.random_range(-s..=s);
             let dy = rng.random_range(-s..=s);
-            match field.as_mut() {
-                None => translate(src, dst, dx as isize, dy as isize),
-                Some(field) => self.warp(src, dst, (dx as f32, dy as f32), field, rng),
+            if self.is_continuous() {
+                self.warp(src, dst, (dx as f32, dy as f32), field.as_mut(), rng);
+            } else {
+                translate(src, dst, dx as isize, dy as isize);
             }
         }
         out
@@ -122,7 +123,7 @@ impl Distortion {
         src: &[f32],
         dst: &mut [f32],
         shift: (f32, f32),
-        field: &mut ElasticField,
+        mut field: Option<&mut ElasticField>,
         rng: &mut ChaCha8Rng,
     ) {
         let draw = |rng: &mut ChaCha8Rng, max: f32| {
@@ -136,7 +137,7 @@ impl Distortion {
         let factor = 1.0 + draw(rng, self.scale);
         let (sin, cos) = angle.sin_cos();
         let alpha = self.elastic_alpha;
-        if alpha > 0.0 {
+        if let Some(field) = field.as_deref_mut() {
             field.draw(rng);
         }
         let centre = (SIDE as f32 - 1.0) / 2.0;
@@ -146,7 +147,7 @@ impl Distortion {
                 let v = y as f32 - centre - shift.1;
                 let mut sx = (cos * u + sin * v) / factor + centre;
                 let mut sy = (-sin * u + cos * v) / factor + centre;
-                if alpha > 0.0 {
+                if let Some(field) = field.as_deref() {
                     sx += alpha * field.dx[y * SIDE + x];
                     sy += alpha * field.dy[y * SIDE + x];
                 }
@@ -175,9 +176,10 @@ impl std::fmt::Display for Distortion {
                 self.elastic_alpha
             ));
         }
-        match parts.is_empty() {
-            true => f.write_str("as they are"),
-            false => f.write_str(&parts.join(", ")),
+        if parts.is_empty() {
+            f.write_str("as they are")
+        } else {
+            f.write_str(&parts.join(", "))
         }
     }
 }
