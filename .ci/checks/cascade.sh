@@ -9,13 +9,9 @@
 # edge. Run by .ci/run; can also be run alone from any directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$PWD
 
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
-fi
-export PATH="$root/.venv/bin:$PATH"
+# shellcheck source=.ci/lib/clients.sh
+. .ci/lib/clients.sh
 
 work=$(mktemp -d)
 # shellcheck source=.ci/lib/up.sh

@@ -5,17 +5,9 @@
 # .ci/lib/up.sh). The servers are stopped on exit, also when a step fails. Run by .ci/run; can also be run alone from any directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$PWD
 
-# The clients: .ci/run has installed them into .venv; install them when run alone.
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
-fi
-if ! .venv/bin/python -c 'import tritonclient.grpc, tritonclient.http, grpc_health, grpc_tools, opentelemetry.proto' 2>/dev/null ||
-    [ ! -x .venv/bin/grpcurl ]; then
-    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
-fi
-export PATH="$root/.venv/bin:$PATH"
+# shellcheck source=.ci/lib/clients.sh
+. .ci/lib/clients.sh
 if ! command -v curl >/dev/null; then
     apt-get update -qq && apt-get install -y -qq curl >/dev/null
 fi

@@ -8,13 +8,9 @@
 # Run by .ci/run; can also be run alone from any directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$PWD
 
-if [ ! -x .venv/bin/grpcurl ]; then
-    [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
-fi
-export PATH="$root/.venv/bin:$PATH"
+# shellcheck source=.ci/lib/clients.sh
+. .ci/lib/clients.sh
 
 cargo build --bins --quiet
 target_dir=$(cargo metadata --format-version 1 --no-deps |

@@ -286,11 +286,12 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         .check()
         .context("--augment-shift / -rotate / -scale / -elastic")?;
     // Checked now, not after the training it would name.
-    let metadata = ModelMetadata {
+    ModelMetadata {
         version: args.version.clone(),
         ..train::initial_metadata(arch)
-    };
-    metadata.validate().context("--version")?;
+    }
+    .validate()
+    .context("--version")?;
     if cfg.epochs == 0 || cfg.batch_size == 0 || cfg.limit == Some(0) {
         bail!("--epochs, --batch-size and --limit must be at least 1");
     }
@@ -391,6 +392,10 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut progress = Progress::default();
     let mut model = train::train_guided(&cfg, &guidance, &train_set, &validation, &mut progress)?;
+    let metadata = ModelMetadata {
+        version: args.version.clone(),
+        ..model.metadata().clone()
+    };
     model.set_metadata(metadata)?;
     let trained_s = start.elapsed().as_secs_f64();
     let e = eval::calibrate(&mut model, &validation, &test)?;

@@ -756,7 +756,7 @@ mod tests {
         );
         assert_eq!(file_bytes(&student), file_bytes(&run(2).unwrap()));
         assert_ne!(file_bytes(&student), file_bytes(&run(0).unwrap()));
-        let e = run(28).err().expect("refused");
+        let e = run(crate::augment::MAX_SHIFT + 1).err().expect("refused");
         assert!(e.to_string().contains("out of its frame"), "{e}");
     }
 }
