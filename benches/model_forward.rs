@@ -1,7 +1,8 @@
 //! Model forward passes through `Classifier::classify`, on the calling thread as the servers
 //! run them: edge-mlp in f32, int8, q8_0 and q4_0, and cloud-cnn, at batch 1 and 64, all in one
 //! run so that their ratios are measured under the same conditions; and the input detector's
-//! score of one input (`ood score`), which the batcher computes beside each forward pass.
+//! score of one input (`ood score`), which the batcher computes beside each forward pass; and
+//! cloud-cnn's matrix products alone at batch 1 and 64 (`cloud-cnn gemm`), in FLOP/s.
 //!
 //! `cargo bench --bench model_forward` (figures and machine in BENCHMARKS.md, "Model forward").
 //! Set `CANDLE_NUM_THREADS=1` and `RAYON_NUM_THREADS=<cores>` as a server does
@@ -110,5 +111,33 @@ fn forward(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, forward);
+/// The matrix products of cloud-cnn's pass (`edgeinfer_model::cnn_gemm`: each convolution one
+/// GEMM over the whole batch) on their own, as candle multiplies them, at batch 1 and 64, and a
+/// 1024-cube product for this CPU's f32 rate at its best. Throughput is in floating-point
+/// operations (two per multiply-add): criterion's elem/s is FLOP/s. If the rate per product
+/// does not rise with the batch, batching cannot make the CNN cheaper per image.
+fn cloud_gemms(c: &mut Criterion) {
+    use candle_core::{Device, Tensor};
+    let shapes: [(&str, usize, usize, usize); 7] = [
+        ("conv1 im2col x kernel", 576, 25, 32),
+        ("conv1 im2col x kernel", 576 * 64, 25, 32),
+        ("conv2 im2col x kernel", 64, 800, 64),
+        ("conv2 im2col x kernel", 64 * 64, 800, 64),
+        ("fc1", 1, 1024, 128),
+        ("fc1", 64, 1024, 128),
+        ("square", 1024, 1024, 1024),
+    ];
+    let mut group = c.benchmark_group("cloud-cnn gemm");
+    for (label, m, k, n) in shapes {
+        let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).expect("a tensor");
+        let b = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu).expect("a tensor");
+        group.throughput(Throughput::Elements(2 * (m * k * n) as u64));
+        group.bench_function(BenchmarkId::new(label, format!("{m}x{k}x{n}")), |bench| {
+            bench.iter(|| black_box(&a).matmul(black_box(&b)).expect("multiplies"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, forward, cloud_gemms);
 criterion_main!(benches);

@@ -154,10 +154,7 @@ pub struct Decoded {
 impl Decoded {
     /// The values as 8-bit pixels (exact when `exact_u8`).
     pub fn to_u8(&self) -> Vec<u8> {
-        self.values
-            .iter()
-            .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
-            .collect()
+        self.values.iter().map(|&v| nearest_u8(v)).collect()
     }
 
     fn from_u8(raw: &[u8]) -> Self {
@@ -177,11 +174,13 @@ pub fn decode_native(
     match input {
         None => Err(InputError::Missing),
         Some(Input::Pixels(p)) => {
-            check_floats("pixels.values", &p.values, spec)?;
-            let exact_u8 = p
-                .values
-                .iter()
-                .all(|v| ((v * 255.0).round() - v * 255.0).abs() < 1e-3);
+            let field = "pixels.values";
+            check_len(field, p.values.len(), spec)?;
+            let (in_range, exact_u8) = scan_unit(&p.values);
+            if !in_range {
+                // The slow pass, for the error naming the first bad value.
+                check_range(field, &p.values)?;
+            }
             Ok(Decoded {
                 values: p.values.clone(),
                 exact_u8,
@@ -203,6 +202,16 @@ pub fn decode_native(
     }
 }
 
+/// The 8-bit pixel nearest to `v` in [0, 1] (k/255, clamped), as `(v * 255).round()` gives it.
+/// Adding a half and truncating is rounding for values that are not negative, a few
+/// instructions where `f32::round` is a call to libm on x86-64's baseline (no SSE4.1). The half
+/// is added in f64, where the sum is exact: in f32, a product just under a half plus 0.5
+/// rounds up to the next integer.
+fn nearest_u8(v: f32) -> u8 {
+    // `as` saturates: NaN gives 0, and anything above 255.5 gives 255.
+    (f64::from(v * 255.0) + 0.5) as u8
+}
+
 fn check_len(field: &str, got: usize, spec: &InputSpec) -> Result<(), InputError> {
     if got == spec.len() {
         Ok(())
@@ -216,9 +225,20 @@ fn check_len(field: &str, got: usize, spec: &InputSpec) -> Result<(), InputError
     }
 }
 
-fn check_floats(field: &str, values: &[f32], spec: &InputSpec) -> Result<(), InputError> {
-    check_len(field, values.len(), spec)?;
-    check_range(field, values)
+/// One pass over native `pixels`: whether every value is in [0, 1] (false for NaN), and whether
+/// every one is k/255 for an integer k, within 1e-3 of a level. Branch-free so that it
+/// vectorizes: three early-exit passes (finite, in range, exact) cost 2.5 µs for 784 values
+/// (`cargo bench --bench hot_path -- decode`).
+fn scan_unit(values: &[f32]) -> (bool, bool) {
+    // Adding and subtracting 1.5 * 2^23 rounds any f32 in [0, 2^22) to an integer.
+    const ROUND: f32 = 12_582_912.0;
+    let (mut in_range, mut exact) = (true, true);
+    for &v in values {
+        in_range &= (0.0..=1.0).contains(&v);
+        let s = v * 255.0;
+        exact &= ((s + ROUND) - ROUND - s).abs() < 1e-3;
+    }
+    (in_range, in_range && exact)
 }
 
 /// Checks every value is finite, naming the first that is not: a model takes any number it is
@@ -430,6 +450,13 @@ pub fn decode_oip(
         }
     };
     let exact = tensor.datatype == "UINT8";
+    if batch == 1 {
+        // The usual request: its values are the row, with no copy.
+        return Ok(vec![Decoded {
+            values,
+            exact_u8: exact,
+        }]);
+    }
     Ok(values
         .chunks_exact(spec.len())
         .map(|row| Decoded {
@@ -464,6 +491,49 @@ mod tests {
         img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
             .unwrap();
         out
+    }
+
+    #[test]
+    fn one_scan_tells_range_and_exact_levels() {
+        let levels: Vec<f32> = (0..784).map(|i| (i % 256) as f32 / 255.0).collect();
+        assert_eq!(scan_unit(&levels), (true, true));
+        let mut between = levels.clone();
+        between[300] += 0.4 / 255.0;
+        assert_eq!(scan_unit(&between), (true, false));
+        for bad in [f32::NAN, -0.0001, 1.0001, f32::INFINITY] {
+            let mut values = levels.clone();
+            values[783] = bad;
+            assert_eq!(scan_unit(&values), (false, false), "{bad}");
+        }
+        assert_eq!(scan_unit(&[-0.0, 1.0]), (true, true));
+    }
+
+    #[test]
+    fn nearest_pixel_is_rounding() {
+        // Every k/255 and the points between, a little either side of each half, and values
+        // outside [0, 1] (clamped) and NaN, against rounding half away from zero.
+        let mut values: Vec<f32> = (0..=255 * 8).map(|i| i as f32 / (255.0 * 8.0)).collect();
+        for k in 0..=255 {
+            let half = (k as f32 + 0.5) / 255.0;
+            values.extend([
+                half,
+                f32::from_bits(half.to_bits() - 1),
+                f32::from_bits(half.to_bits() + 1),
+            ]);
+        }
+        values.extend([
+            -1.0,
+            -0.001,
+            1.001,
+            7.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
+        for v in values {
+            let expected = (v * 255.0).round().clamp(0.0, 255.0) as u8;
+            assert_eq!(nearest_u8(v), expected, "{v:e}");
+        }
     }
 
     #[test]
