@@ -16,17 +16,16 @@
 //! the one `edgeinfer up` serves). Figures and how they compare with an earlier commit are in
 //! BENCHMARKS.md, "Allocations per request".
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use common::{native_request, oip_request};
 use edgeinfer::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use edgeinfer::inference::model_infer_request::InferInputTensor;
-use edgeinfer::inference::{InferTensorContents, ModelInferRequest};
-use edgeinfer::v1::infer_request::Input;
 use edgeinfer::v1::inference_client::InferenceClient;
-use edgeinfer::v1::{InferRequest, Pixels, Placement};
 use edgeinfer_cli::local::{LocalOptions, start};
 
 struct Counting;
@@ -75,42 +74,6 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const WARMUP: usize = 200;
-
-fn pattern() -> Vec<u8> {
-    (0..784u32).map(|i| ((i * 37) % 256) as u8).collect()
-}
-
-fn native(raw: bool) -> InferRequest {
-    let bytes = pattern();
-    InferRequest {
-        input: Some(if raw {
-            Input::Raw(bytes)
-        } else {
-            Input::Pixels(Pixels {
-                values: bytes.iter().map(|&b| f32::from(b) / 255.0).collect(),
-            })
-        }),
-        placement: Placement::EdgeOnly as i32,
-        ..Default::default()
-    }
-}
-
-fn oip() -> ModelInferRequest {
-    ModelInferRequest {
-        model_name: "edge-mlp".into(),
-        inputs: vec![InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 784],
-            contents: Some(InferTensorContents {
-                fp32_contents: pattern().iter().map(|&b| f32::from(b) / 255.0).collect(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
 
 struct Measured {
     allocs: f64,
@@ -219,7 +182,7 @@ fn main() {
         let floor_oip = GrpcInferenceServiceClient::connect(floor)
             .await
             .expect("connects to the floor");
-        let request = native(true);
+        let request = native_request(true);
         let m = measure(n, || {
             let mut c = floor_native.clone();
             let r = request.clone();
@@ -229,7 +192,7 @@ fn main() {
         })
         .await;
         rows.push(("floor: native Infer, raw u8", m));
-        let request = oip();
+        let request = oip_request();
         let m = measure(n, || {
             let mut c = floor_oip.clone();
             let r = request.clone();
@@ -243,7 +206,7 @@ fn main() {
             ("native Infer, raw u8", true),
             ("native Infer, pixels f32", false),
         ] {
-            let request = native(raw);
+            let request = native_request(raw);
             let m = measure(n, || {
                 let mut c = native_client.clone();
                 let r = request.clone();
@@ -258,7 +221,7 @@ fn main() {
             .await;
             rows.push((label, m));
         }
-        let request = oip();
+        let request = oip_request();
         let m = measure(n, || {
             let mut c = oip_client.clone();
             let r = request.clone();

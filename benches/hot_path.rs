@@ -23,22 +23,23 @@
 //!
 //! Runs on the shipped files in models/ (run from the repository root, as `cargo bench` does).
 
+mod common;
+
 use std::hint::black_box;
 use std::io::Cursor;
 use std::path::Path;
 use std::time::Duration;
 
+use common::{image_bytes, native_request, oip_request, oip_tensor, unit};
+use criterion::BenchmarkGroup;
+use criterion::measurement::WallTime;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use edge_node::circuit::CircuitView;
 use edge_node::decide::{self, EdgeVerdict, Plan, Request, Snapshot};
 use edge_node::estimates;
 use edge_node::policy::{ConfidenceMetric, Policy};
 use edgeinfer::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use edgeinfer::inference::model_infer_request::InferInputTensor;
-use edgeinfer::inference::{InferTensorContents, ModelInferRequest};
-use edgeinfer::v1::infer_request::Input;
 use edgeinfer::v1::inference_client::InferenceClient;
-use edgeinfer::v1::{InferRequest, Pixels, Placement as WirePlacement};
 use edgeinfer_cli::local::{LocalOptions, start};
 use edgeinfer_model::load_classifier;
 use edgeinfer_serving::answer::{Placement, Reason};
@@ -47,24 +48,6 @@ use edgeinfer_serving::input::{InputLimits, InputSpec, decode_image, decode_nati
 use edgeinfer_serving::metrics::Metrics;
 use tokio::runtime::Runtime;
 use tokio::time::Instant;
-
-/// An MNIST-like image: a bright stroke on black, as 8-bit pixels.
-fn pixels() -> Vec<u8> {
-    (0..784u32)
-        .map(|i| {
-            let (y, x) = (i / 28, i % 28);
-            if (10..18).contains(&x) && (4..24).contains(&y) {
-                200 + (i % 55) as u8
-            } else {
-                0
-            }
-        })
-        .collect()
-}
-
-fn unit(bytes: &[u8]) -> Vec<f32> {
-    bytes.iter().map(|&b| f32::from(b) / 255.0).collect()
-}
 
 fn png(bytes: &[u8]) -> Vec<u8> {
     let image = image::GrayImage::from_raw(28, 28, bytes.to_vec()).expect("28x28 pixels");
@@ -75,50 +58,20 @@ fn png(bytes: &[u8]) -> Vec<u8> {
     out.into_inner()
 }
 
-fn oip_tensor(rows: usize, typed: bool) -> (InferInputTensor, Option<Vec<u8>>) {
-    let values: Vec<f32> = (0..rows).flat_map(|_| unit(&pixels())).collect();
-    let mut tensor = InferInputTensor {
-        name: "input".into(),
-        datatype: "FP32".into(),
-        shape: vec![rows as i64, 784],
-        ..Default::default()
-    };
-    if typed {
-        tensor.contents = Some(InferTensorContents {
-            fp32_contents: values,
-            ..Default::default()
-        });
-        (tensor, None)
-    } else {
-        (
-            tensor,
-            Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        )
-    }
-}
-
 fn decoders(c: &mut Criterion) {
     let spec = InputSpec {
         shape: vec![1, 28, 28],
     };
     let limits = InputLimits::default();
-    let bytes = pixels();
     let mut group = c.benchmark_group("decode");
-    let native = [
-        ("native raw u8", Input::Raw(bytes.clone())),
-        (
-            "native pixels f32",
-            Input::Pixels(Pixels {
-                values: unit(&bytes),
-            }),
-        ),
-    ];
-    for (label, input) in &native {
-        group.bench_function(*label, |b| {
-            b.iter(|| decode_native(Some(black_box(input)), &spec, &limits).unwrap())
+    for (label, raw) in [("native raw u8", true), ("native pixels f32", false)] {
+        let request = native_request(raw);
+        let input = request.input.as_ref();
+        group.bench_function(label, |b| {
+            b.iter(|| decode_native(black_box(input), &spec, &limits).unwrap())
         });
     }
-    let image = png(&bytes);
+    let image = png(&image_bytes());
     group.bench_function("native png", |b| {
         b.iter(|| decode_image(black_box(&image), &spec, &limits).unwrap())
     });
@@ -208,7 +161,7 @@ fn runtime(threads: Option<usize>) -> Runtime {
 fn batcher(c: &mut Criterion) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/edge-mlp-int8.safetensors");
     let model = load_classifier(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let input = unit(&pixels());
+    let input = unit(&image_bytes());
     let rt = runtime(None);
     let mut group = c.benchmark_group("batcher");
     for (label, inline_below) in [
@@ -238,23 +191,6 @@ fn batcher(c: &mut Criterion) {
     group.finish();
 }
 
-fn native_request() -> InferRequest {
-    InferRequest {
-        input: Some(Input::Raw(pixels())),
-        placement: WirePlacement::EdgeOnly as i32,
-        ..Default::default()
-    }
-}
-
-fn oip_request() -> ModelInferRequest {
-    let (tensor, _) = oip_tensor(1, true);
-    ModelInferRequest {
-        model_name: "edge-mlp".into(),
-        inputs: vec![tensor],
-        ..Default::default()
-    }
-}
-
 fn round_trips(c: &mut Criterion) {
     let servers_rt = runtime(Some(2));
     let servers = servers_rt
@@ -282,28 +218,50 @@ fn round_trips(c: &mut Criterion) {
                     .expect("connects"),
             )
         });
-        let request = native_request();
-        group.bench_function(BenchmarkId::new("native Infer raw u8", server), |b| {
-            b.iter(|| {
+        let request = native_request(true);
+        bench_call(
+            &mut group,
+            "native Infer raw u8",
+            server,
+            &client_rt,
+            || {
                 let mut client = native.clone();
-                client_rt
-                    .block_on(client.infer(request.clone()))
-                    .expect("answered")
-            })
-        });
+                let request = request.clone();
+                async move { client.infer(request).await }
+            },
+        );
         let request = oip_request();
-        group.bench_function(BenchmarkId::new("OIP ModelInfer FP32", server), |b| {
-            b.iter(|| {
+        bench_call(
+            &mut group,
+            "OIP ModelInfer FP32",
+            server,
+            &client_rt,
+            || {
                 let mut client = oip.clone();
-                client_rt
-                    .block_on(client.model_infer(request.clone()))
-                    .expect("answered")
-            })
-        });
+                let request = request.clone();
+                async move { client.model_infer(request).await }
+            },
+        );
     }
     group.finish();
     drop(servers);
     servers_rt.shutdown_background();
+}
+
+/// Times one call at a time, each made by `call` and awaited on `rt`.
+fn bench_call<F, Fut, T>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    call_name: &str,
+    server: &str,
+    rt: &Runtime,
+    mut call: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    group.bench_function(BenchmarkId::new(call_name, server), |b| {
+        b.iter(|| rt.block_on(call()).expect("answered"))
+    });
 }
 
 criterion_group!(benches, decoders, router, batcher, round_trips);
